@@ -1,0 +1,144 @@
+"""The Layer contract.
+
+``build(input_shape)`` creates ``self.params`` (Keras names: ``kernel``, ``recurrent_kernel``,
+``bias``...). ``forward(x, training) -> (y, cache)``; ``backward(dy, cache) -> (dx, grads)`` where
+``grads`` has the keys of ``params``. A cache is a value passed back in, never hidden state.
+Layers are callable on arrays, as in Keras: ``Dense(3)(np.ones((2, 4)))`` builds and runs.
+"""
+import itertools
+from collections import defaultdict
+
+import numpy as np
+
+from .. import config
+from ..utils import reject_unknown
+
+_NAME_COUNTERS = defaultdict(itertools.count)
+
+
+def _snake(name: str) -> str:
+    out = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    return out.replace("g_r_u", "gru").replace("l_s_t_m", "lstm").replace("simple_r_n_n", "simple_rnn")
+
+
+class Layer:
+    """Base class: name, params, build-on-first-call, weights in Keras order, config round trip."""
+
+    #: parameter names in Keras's ``get_weights()`` order
+    param_names: tuple = ()
+    #: the input rank the layer accepts, counting the batch axis (None: any rank >= 2)
+    input_ndim = None
+
+    def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
+                 **kwargs):
+        reject_unknown(type(self).__name__, kwargs)
+        if name is None:
+            base = _snake(type(self).__name__)
+            n = next(_NAME_COUNTERS[base])
+            name = base if n == 0 else f"{base}_{n}"
+        self.name = name
+        if input_shape is None and input_dim is not None:
+            input_shape = (input_dim,)
+        self.input_shape_arg = None if input_shape is None else tuple(input_shape)
+        self.trainable = trainable
+        self.dtype = dtype
+        self.params = {}
+        self.built = False
+        self.input_shape = None   # with the batch axis, once built
+
+    # ---- building -------------------------------------------------------------------------
+    def build(self, input_shape):
+        """Create ``self.params`` for inputs of ``input_shape`` (with the batch axis)."""
+        self.input_shape = tuple(input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def _float(self):
+        return np.dtype(self.dtype or config.floatx())
+
+    def _check_input(self, x):
+        if self.input_ndim is not None and x.ndim != self.input_ndim:
+            raise ValueError(
+                f"{self.name} ({type(self).__name__}) expects input of rank {self.input_ndim} "
+                f"{self._rank_hint()}, got shape {x.shape} (rank {x.ndim}).")
+        if self.input_ndim is None and x.ndim < 2:
+            raise ValueError(f"{self.name} ({type(self).__name__}) expects input of rank >= 2 "
+                             f"(batch, ..., features), got shape {x.shape}.")
+        if self.built and self.input_shape is not None and not self.integer_input:
+            want = self.input_shape[-1]
+            if want is not None and x.shape[-1] != want:
+                raise ValueError(f"{self.name} ({type(self).__name__}) was built for {want} "
+                                 f"features on the last axis, got input of shape {x.shape}.")
+
+    def _rank_hint(self):
+        return "(batch, features)" if self.input_ndim == 2 else "(batch, time, features)"
+
+    def _prepare(self, x):
+        """Check the input, build on first use, and return it as an array of the layer's type."""
+        x = np.asarray(x)
+        if x.dtype.kind in "fiub" and not (x.dtype.kind in "iu" and self.integer_input):
+            x = x.astype(self._float(), copy=False)
+        self._check_input(x)
+        if not self.built:
+            self.build((None,) + x.shape[1:])
+        return x
+
+    integer_input = False
+
+    def __call__(self, x, training=False):
+        x = self._prepare(x)
+        y, _ = self.forward(x, training=training)
+        return y
+
+    # ---- the math (subclasses) --------------------------------------------------------------
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy, cache):
+        raise NotImplementedError
+
+    # ---- weights ----------------------------------------------------------------------------
+    @property
+    def weights(self):
+        return [self.params[k] for k in self.param_names if k in self.params]
+
+    def get_weights(self):
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        names = [k for k in self.param_names if k in self.params]
+        if not self.built:
+            raise ValueError(f"{self.name}: set_weights before the layer is built; call it on an "
+                             "input or give it input_shape first.")
+        if len(weights) != len(names):
+            raise ValueError(f"{self.name} ({type(self).__name__}) has {len(names)} weight(s) "
+                             f"{names}, got a list of {len(weights)}.")
+        for k, w in zip(names, weights):
+            w = np.asarray(w)
+            if w.shape != self.params[k].shape:
+                raise ValueError(f"{self.name}: weight {k!r} has shape {self.params[k].shape}, "
+                                 f"got {w.shape}.")
+            # write in place: the model's flat buffer may hold these arrays as views
+            self.params[k][...] = w
+
+    def count_params(self):
+        if not self.built:
+            raise ValueError(f"{self.name} is not built yet: it has no weights to count. Give it "
+                             "input_shape or call it on an input first.")
+        return int(sum(w.size for w in self.weights))
+
+    # ---- config -----------------------------------------------------------------------------
+    def get_config(self):
+        cfg = {"name": self.name, "trainable": self.trainable}
+        if self.input_shape_arg is not None:
+            cfg["input_shape"] = list(self.input_shape_arg)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"

@@ -1,0 +1,162 @@
+"""GRU: the gated recurrent unit, in Keras's weight layout (gate order z, r, h).
+
+With a = recurrent_activation (sigmoid), f = activation (tanh), x_t the input, h the previous state,
+kernel W = [Wz | Wr | Wh] (D, 3u) and recurrent_kernel U = [Uz | Ur | Uh] (u, 3u):
+
+    z  = a(x Wz + bz + h Uz + bz')          update gate
+    r  = a(x Wr + br + h Ur + br')          reset gate
+    h~ = f(x Wh + bh + r * (h Uh + bh'))    candidate, reset_after=True  (Keras default, PyTorch,
+                                                         cuDNN, ONNX linear_before_reset=1)
+    h~ = f(x Wh + bh + (r * h) Uh)          candidate, reset_after=False (the 2014 cell, ONNX default)
+    h_t = z * h + (1 - z) * h~
+
+With reset_after=True the bias is (2, 3u): row 0 is added to x W, row 1 to h U (the primed b').
+With reset_after=False it is (3u,). The seed's update gate u is 1 - z: h_t = u * h~ + (1 - u) * h.
+
+>>> import numpy as np
+>>> from grukit.layers import GRU
+>>> GRU(8)(np.zeros((2, 5, 3))).shape
+(2, 8)
+"""
+import numpy as np
+
+from .recurrent import Cell, Recurrent
+
+
+class GRUCell(Cell):
+    n_states = 1
+    gates = 3
+
+    def __init__(self, units, activation, recurrent_activation, use_bias, reset_after):
+        super().__init__(units, activation, recurrent_activation, use_bias)
+        self.reset_after = reset_after
+
+    def bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def input_bias(self):
+        b = self.params.get("bias")
+        return b[0] if (b is not None and self.reset_after) else b
+
+    def recurrent_bias(self):
+        b = self.params.get("bias")
+        return b[1] if (b is not None and self.reset_after) else None
+
+    def workspace(self, T, B, dt):
+        u = self.units
+        ws = {"a": np.empty((T, B, 3 * u), dt),        # gate values z, r, h~
+              "dxp": np.empty((T, B, 3 * u), dt)}      # dL/d(x W + b)
+        if self.reset_after:
+            ws["hu"] = np.empty((T, B, 3 * u), dt)     # h U + b'
+            ws["dhu"] = np.empty((T, B, 3 * u), dt)    # dL/d(h U + b')
+        else:
+            ws["hu"] = np.empty((T, B, 2 * u), dt)     # h [Uz|Ur]
+            ws["rh"] = np.empty((T, B, u), dt)         # r * h
+            ws["rhu"] = np.empty((B, u), dt)           # (r * h) Uh, scratch for one step
+            U = self.params["recurrent_kernel"]
+            ws["U_zr"] = np.ascontiguousarray(U[:, :2 * u])
+            ws["U_h"] = np.ascontiguousarray(U[:, 2 * u:])
+        return ws
+
+    def step(self, t, xp, S, ws):
+        u = self.units
+        h, h_new = S[0][t], S[0][t + 1]
+        x_t, a, hu = xp[t], ws["a"][t], ws["hu"][t]
+        zr, hh = a[:, :2 * u], a[:, 2 * u:]
+        # update and reset gates
+        if self.reset_after:
+            np.dot(h, self.params["recurrent_kernel"], out=hu)
+            b2 = self.recurrent_bias()
+            if b2 is not None:
+                hu += b2
+        else:
+            np.dot(h, ws["U_zr"], out=hu)
+        np.add(x_t[:, :2 * u], hu[:, :2 * u], out=zr)
+        self.recurrent_activation.f(zr, out=zr)
+        z, r = a[:, :u], a[:, u:2 * u]
+        # candidate
+        if self.reset_after:
+            np.multiply(r, hu[:, 2 * u:], out=hh)
+        else:
+            rh = ws["rh"][t]
+            np.multiply(r, h, out=rh)
+            np.dot(rh, ws["U_h"], out=ws["rhu"])
+            np.copyto(hh, ws["rhu"])
+        hh += x_t[:, 2 * u:]
+        self.activation.f(hh, out=hh)
+        # new state: z * h + (1 - z) * h~ = h~ + z * (h - h~)
+        np.subtract(h, hh, out=h_new)
+        h_new *= z
+        h_new += hh
+
+    def step_backward(self, t, xp, S, ws, dS):
+        u = self.units
+        dh = dS[0]
+        h = S[0][t]
+        a, dxp = ws["a"][t], ws["dxp"][t]
+        z, r, hh = a[:, :u], a[:, u:2 * u], a[:, 2 * u:]
+        dz, dr, dc = dxp[:, :u], dxp[:, u:2 * u], dxp[:, 2 * u:]
+        # candidate: dL/d(pre-activation of h~)
+        np.multiply(dh, 1.0 - z, out=dc)
+        dc *= self.activation.df(hh)
+        # update gate
+        np.multiply(dh, h - hh, out=dz)
+        dz *= self.recurrent_activation.df(z)
+        if self.reset_after:
+            hu, dhu = ws["hu"][t], ws["dhu"][t]
+            # reset gate: r multiplies (h Uh + bh')
+            np.multiply(dc, hu[:, 2 * u:], out=dr)
+            dr *= self.recurrent_activation.df(r)
+            dhu[:, :2 * u] = dxp[:, :2 * u]
+            np.multiply(dc, r, out=dhu[:, 2 * u:])
+            # previous state: through z * h and through h U
+            dh *= z
+            dh += dhu @ self.params["recurrent_kernel"].T
+        else:
+            # reset gate: r multiplies h before Uh
+            drh = dc @ ws["U_h"].T
+            np.multiply(drh, h, out=dr)
+            dr *= self.recurrent_activation.df(r)
+            dh *= z
+            dh += drh * r
+            dh += dxp[:, :2 * u] @ ws["U_zr"].T
+
+    def recurrent_grads(self, S, ws, grads):
+        u = self.units
+        T, B = ws["a"].shape[:2]
+        h_prev = S[0][:T].reshape(T * B, u)
+        if self.reset_after:
+            dhu2 = ws["dhu"].reshape(T * B, 3 * u)
+            grads["recurrent_kernel"] = h_prev.T @ dhu2
+            if "bias" in grads:
+                grads["bias"] = np.stack([grads["bias"], dhu2.sum(axis=0)])
+        else:
+            dxp2 = ws["dxp"].reshape(T * B, 3 * u)
+            dU = np.empty_like(self.params["recurrent_kernel"])
+            dU[:, :2 * u] = h_prev.T @ dxp2[:, :2 * u]
+            dU[:, 2 * u:] = ws["rh"].reshape(T * B, u).T @ dxp2[:, 2 * u:]
+            grads["recurrent_kernel"] = dU
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit layer (Keras ``GRU``). See the module docstring for the equations.
+
+    Args: units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+    kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+    bias_initializer="zeros", return_sequences=False, return_state=False, go_backwards=False,
+    reset_after=True, input_shape=None.
+    """
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 reset_after=True, **kwargs):
+        self.reset_after = bool(reset_after)
+        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
+                         use_bias=use_bias, **kwargs)
+
+    def _make_cell(self, activation, recurrent_activation, use_bias):
+        return GRUCell(self.units, activation, recurrent_activation, use_bias, self.reset_after)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["reset_after"] = self.reset_after
+        return cfg

@@ -1,0 +1,105 @@
+"""LSTM: long short-term memory, in Keras's layout (gate order i, f, c, o).
+
+With a = recurrent_activation (sigmoid), f = activation (tanh), kernel W = [Wi|Wf|Wc|Wo] (D, 4u),
+recurrent_kernel U (u, 4u) and bias b (4u,):
+
+    i = a(x Wi + h Ui + bi)        input gate
+    f = a(x Wf + h Uf + bf)        forget gate (bias starts at 1 with unit_forget_bias=True)
+    g = f(x Wc + h Uc + bc)        candidate cell
+    o = a(x Wo + h Uo + bo)        output gate
+    c_t = f * c + i * g
+    h_t = o * f(c_t)
+
+>>> import numpy as np
+>>> from grukit.layers import LSTM
+>>> LSTM(4, return_sequences=True)(np.zeros((2, 5, 3))).shape
+(2, 5, 4)
+"""
+import numpy as np
+
+from .recurrent import Cell, Recurrent
+
+
+class LSTMCell(Cell):
+    n_states = 2
+    gates = 4
+
+    def workspace(self, T, B, dt):
+        u = self.units
+        return {"a": np.empty((T, B, 4 * u), dt),     # gate values i, f, g, o
+                "tc": np.empty((T, B, u), dt),        # f(c_t)
+                "dxp": np.empty((T, B, 4 * u), dt)}   # dL/d(pre-activations)
+
+    def step(self, t, xp, S, ws):
+        u = self.units
+        h, c = S[0][t], S[1][t]
+        h_new, c_new = S[0][t + 1], S[1][t + 1]
+        a, tc = ws["a"][t], ws["tc"][t]
+        # all four pre-activations: x W + b + h U
+        np.dot(h, self.params["recurrent_kernel"], out=a)
+        a += xp[t]
+        i, f, g, o = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
+        # gates
+        self.recurrent_activation.f(a[:, :2 * u], out=a[:, :2 * u])
+        self.recurrent_activation.f(o, out=o)
+        self.activation.f(g, out=g)
+        # cell and hidden state
+        np.multiply(f, c, out=c_new)
+        c_new += i * g
+        self.activation.f(c_new, out=tc)
+        np.multiply(o, tc, out=h_new)
+
+    def step_backward(self, t, xp, S, ws, dS):
+        u = self.units
+        dh, dc = dS
+        c = S[1][t]
+        a, tc, dxp = ws["a"][t], ws["tc"][t], ws["dxp"][t]
+        i, f, g, o = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
+        di, df, dg, do = dxp[:, :u], dxp[:, u:2 * u], dxp[:, 2 * u:3 * u], dxp[:, 3 * u:]
+        # output gate
+        np.multiply(dh, tc, out=do)
+        do *= self.recurrent_activation.df(o)
+        # cell state: from the future and through h_t = o * f(c_t)
+        dc += dh * o * self.activation.df(tc)
+        # input gate, candidate, forget gate
+        np.multiply(dc, g, out=di)
+        di *= self.recurrent_activation.df(i)
+        np.multiply(dc, i, out=dg)
+        dg *= self.activation.df(g)
+        np.multiply(dc, c, out=df)
+        df *= self.recurrent_activation.df(f)
+        # previous states
+        dc *= f
+        np.dot(dxp, self.params["recurrent_kernel"].T, out=dh)
+
+    def recurrent_grads(self, S, ws, grads):
+        T, B = ws["a"].shape[:2]
+        grads["recurrent_kernel"] = (S[0][:T].reshape(T * B, self.units).T
+                                     @ ws["dxp"].reshape(T * B, -1))
+
+
+class LSTM(Recurrent):
+    """Long short-term memory layer (Keras ``LSTM``). See the module docstring for the equations.
+
+    Args as GRU, plus unit_forget_bias=True (forget-gate bias initialised to 1); no reset_after.
+    """
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 unit_forget_bias=True, **kwargs):
+        self.unit_forget_bias = bool(unit_forget_bias)
+        super().__init__(units, activation=activation, recurrent_activation=recurrent_activation,
+                         use_bias=use_bias, **kwargs)
+
+    def _make_cell(self, activation, recurrent_activation, use_bias):
+        return LSTMCell(self.units, activation, recurrent_activation, use_bias)
+
+    def _init_bias(self, dt):
+        b = super()._init_bias(dt)
+        if self.unit_forget_bias:
+            b[self.units:2 * self.units] = 1.0
+        return b
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["unit_forget_bias"] = self.unit_forget_bias
+        return cfg

@@ -1,0 +1,52 @@
+"""SimpleRNN: the plain (Elman) recurrent layer.
+
+    h_t = f(x W + b + h U)        f = activation (tanh)
+
+>>> import numpy as np
+>>> from grukit.layers import SimpleRNN
+>>> SimpleRNN(4)(np.zeros((2, 5, 3))).shape
+(2, 4)
+"""
+import numpy as np
+
+from .recurrent import Cell, Recurrent
+
+
+class SimpleRNNCell(Cell):
+    n_states = 1
+    gates = 1
+
+    def workspace(self, T, B, dt):
+        return {"dxp": np.empty((T, B, self.units), dt)}
+
+    def step(self, t, xp, S, ws):
+        h_new = S[0][t + 1]
+        np.dot(S[0][t], self.params["recurrent_kernel"], out=h_new)
+        h_new += xp[t]
+        self.activation.f(h_new, out=h_new)
+
+    def step_backward(self, t, xp, S, ws, dS):
+        dpre = ws["dxp"][t]
+        np.multiply(dS[0], self.activation.df(S[0][t + 1]), out=dpre)
+        np.dot(dpre, self.params["recurrent_kernel"].T, out=dS[0])
+
+    def recurrent_grads(self, S, ws, grads):
+        T, B = ws["dxp"].shape[:2]
+        grads["recurrent_kernel"] = (S[0][:T].reshape(T * B, self.units).T
+                                     @ ws["dxp"].reshape(T * B, -1))
+
+
+class SimpleRNN(Recurrent):
+    """Fully connected recurrent layer (Keras ``SimpleRNN``); no recurrent_activation is used."""
+
+    def __init__(self, units, activation="tanh", use_bias=True, **kwargs):
+        super().__init__(units, activation=activation, recurrent_activation="sigmoid",
+                         use_bias=use_bias, **kwargs)
+
+    def _make_cell(self, activation, recurrent_activation, use_bias):
+        return SimpleRNNCell(self.units, activation, recurrent_activation, use_bias)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("recurrent_activation")
+        return cfg

@@ -1,0 +1,156 @@
+"""Losses with Keras's formulas and its default reduction (the mean over samples).
+
+Each loss gives ``value_and_grad(y_true, y_pred) -> (loss, dloss/dy_pred)``. With e = p - y, N the
+number of elements and M the number of rows (elements / last axis):
+
+    mse     L = sum(e^2) / N                       dL/dp = 2 e / N
+    mae     L = sum(|e|) / N                       dL/dp = sign(e) / N
+    huber   L = sum(e^2/2 if |e| <= d else d |e| - d^2/2) / N
+                                                   dL/dp = clip(e, -d, d) / N
+    binary_crossentropy   q = clip(p, eps, 1 - eps)
+            L = -sum(y log q + (1 - y) log(1 - q)) / N
+    categorical_crossentropy   q = clip(p / sum(p), eps, 1 - eps)  (last axis)
+            L = -sum(y log q) / M
+    sparse_categorical_crossentropy   as categorical, with integer labels
+eps = 1e-7, as Keras's backend epsilon. Clipped entries get no gradient, as in Keras.
+
+>>> from grukit import losses
+>>> losses.get("mse")(np.array([1.0]), np.array([[0.5]]))
+0.25
+"""
+import numpy as np
+
+from .utils import resolve
+
+EPSILON = 1e-7
+
+
+def same_rank(y, p):
+    """Keras's squeeze-or-expand: reshape y to p's shape when they differ by a trailing axis of 1."""
+    if y.shape != p.shape and y.size == p.size and (
+            (y.shape[:-1] == p.shape and y.shape[-1] == 1)
+            or (p.shape[:-1] == y.shape and p.shape[-1] == 1)):
+        y = y.reshape(p.shape)
+    if y.shape != p.shape:
+        raise ValueError(f"y_true of shape {y.shape} does not match y_pred of shape {p.shape}; "
+                         "give targets with the model's output shape.")
+    return y
+
+
+class Loss:
+    name = "loss"
+
+    def __call__(self, y_true, y_pred):
+        return self.value_and_grad(y_true, y_pred)[0]
+
+    def value_and_grad(self, y_true, y_pred):
+        p = np.asarray(y_pred)
+        y = same_rank(np.asarray(y_true).astype(p.dtype, copy=False), p)
+        return self._value_and_grad(y, p)
+
+    def _value_and_grad(self, y, p):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MeanSquaredError(Loss):
+    name = "mean_squared_error"
+
+    def _value_and_grad(self, y, p):
+        e = p - y
+        n = e.size
+        return (e * e).sum() / n, e * (2.0 / n)
+
+
+class MeanAbsoluteError(Loss):
+    name = "mean_absolute_error"
+
+    def _value_and_grad(self, y, p):
+        e = p - y
+        n = e.size
+        return np.abs(e).sum() / n, np.sign(e) / n
+
+
+class Huber(Loss):
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        self.delta = float(delta)
+
+    def _value_and_grad(self, y, p):
+        e = p - y
+        a, d, n = np.abs(e), self.delta, e.size
+        vals = np.where(a <= d, 0.5 * e * e, d * a - 0.5 * d * d)
+        return vals.sum() / n, np.clip(e, -d, d) / n
+
+    def get_config(self):
+        return {"name": self.name, "delta": self.delta}
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+
+    def _value_and_grad(self, y, p):
+        q = np.clip(p, EPSILON, 1.0 - EPSILON)
+        n = p.size
+        val = -(y * np.log(q) + (1.0 - y) * np.log(1.0 - q)).sum() / n
+        inside = (p >= EPSILON) & (p <= 1.0 - EPSILON)
+        dp = -(y / q - (1.0 - y) / (1.0 - q)) / n * inside
+        return val, dp.astype(p.dtype, copy=False)
+
+
+class CategoricalCrossentropy(Loss):
+    name = "categorical_crossentropy"
+
+    def _value_and_grad(self, y, p):
+        s = p.sum(axis=-1, keepdims=True)
+        q = p / s
+        qc = np.clip(q, EPSILON, 1.0 - EPSILON)
+        m = q.size // q.shape[-1]
+        val = -(y * np.log(qc)).sum() / m
+        dq = -y / qc * ((q >= EPSILON) & (q <= 1.0 - EPSILON)) / m
+        # q = p / s: dL/dp_j = (dq_j - sum_i dq_i q_i) / s
+        dp = (dq - (dq * q).sum(axis=-1, keepdims=True)) / s
+        return val, dp.astype(p.dtype, copy=False)
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    name = "sparse_categorical_crossentropy"
+
+    def value_and_grad(self, y_true, y_pred):
+        p = np.asarray(y_pred)
+        y = np.asarray(y_true)
+        if y.ndim == p.ndim and y.shape[-1] == 1:
+            y = y[..., 0]
+        if y.shape != p.shape[:-1]:
+            raise ValueError(f"sparse_categorical_crossentropy: integer labels of shape {y.shape} "
+                             f"do not match predictions of shape {p.shape}; labels need shape "
+                             f"{p.shape[:-1]}.")
+        ids = y.astype(np.intp)
+        if np.any(ids != y) or (ids.size and (ids.min() < 0 or ids.max() >= p.shape[-1])):
+            raise ValueError("sparse_categorical_crossentropy: labels must be integers in "
+                             f"[0, {p.shape[-1]}).")
+        onehot = np.zeros(p.shape, p.dtype)
+        np.put_along_axis(onehot, ids[..., None], 1.0, axis=-1)
+        return self._value_and_grad(onehot, p)
+
+
+_REGISTRY = {
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "huber": Huber, "huber_loss": Huber,
+    "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier) -> Loss:
+    """A loss from its Keras name (``"mse"``) or a :class:`Loss`."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        return resolve("loss", _REGISTRY, identifier)()
+    raise ValueError(f"Unknown loss {identifier!r}: give a name such as 'mse' or a Loss object.")

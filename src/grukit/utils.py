@@ -1,0 +1,59 @@
+"""Randomness from one place, and small input checks shared by the model and the layers.
+
+Every random draw in grukit (initializers, shuffling, dropout) comes from the generator returned by
+:func:`rng`, which :func:`set_random_seed` resets; the global ``np.random`` state is never touched.
+
+>>> from grukit.utils import set_random_seed
+>>> set_random_seed(42)   # the same seed gives an identical run
+"""
+import numpy as np
+
+_RNG = np.random.default_rng()
+
+
+def set_random_seed(seed: int) -> None:
+    """Reset grukit's generator so that the same seed gives an identical run."""
+    global _RNG
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"set_random_seed: the seed must be a non-negative integer, got {seed!r}.")
+    _RNG = np.random.default_rng(int(seed))
+
+
+def rng() -> np.random.Generator:
+    """The generator all of grukit draws from."""
+    return _RNG
+
+
+def make_rng(seed=None) -> np.random.Generator:
+    """A generator of its own for ``seed``, or grukit's shared one when ``seed`` is None."""
+    return _RNG if seed is None else np.random.default_rng(seed)
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    """Raise a ValueError naming ``name`` when ``a`` holds NaN or infinity."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s); clean or impute the data "
+                         "before passing it in.")
+
+
+def resolve(kind: str, registry: dict, value):
+    """Look ``value`` up in ``registry`` when it is a string, with an error that lists the choices."""
+    if isinstance(value, str):
+        key = value.lower()
+        if key not in registry:
+            raise ValueError(f"Unknown {kind} {value!r}. Known: {', '.join(sorted(registry))}.")
+        return registry[key]
+    return value
+
+
+class UnknownOptionError(ValueError, TypeError):
+    """An option grukit does not know: a ValueError, and a TypeError as Keras raises for kwargs."""
+
+
+def reject_unknown(owner: str, kwargs: dict) -> None:
+    """Raise :class:`UnknownOptionError` naming every key left in ``kwargs``."""
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        raise UnknownOptionError(f"{owner}: unknown option(s) {names}. Check the spelling against "
+                                 "the Keras/PyTorch name, or see help() of the class for its options.")
