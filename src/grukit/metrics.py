@@ -110,9 +110,9 @@ def get(identifier, y_true_shape, y_pred_shape, loss_name=None) -> Metric:
         raise ValueError(f"Unknown metric {identifier!r}: give a name such as 'mae'.")
     if identifier.lower() in ("accuracy", "acc"):
         if loss_name in _REGRESSION_LOSSES:
-            warnings.warn(f"metric {identifier!r} with loss {loss_name!r}: accuracy counts exact "
-                          "matches after rounding at 0.5 and means little for regression; "
-                          "use 'mae' or 'rmse'.", UserWarning, stacklevel=3)
+            warnings.warn(f"metric {identifier!r} with loss {loss_name!r}: accuracy means little "
+                          "for regression (it counts predictions that round, at 0.5, to the "
+                          "target); use 'mae' or 'rmse'.", UserWarning, stacklevel=3)
         is_binary = y_pred_shape[-1] == 1
         is_sparse = (len(y_true_shape) < len(y_pred_shape)
                      or (y_true_shape[-1] == 1 and y_pred_shape[-1] > 1))
