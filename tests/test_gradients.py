@@ -133,7 +133,7 @@ def test_model_stack_end_to_end(float64, rng):
     model.build()
     model._flat[:] = rng.standard_normal(model._flat.shape) * 0.5
     x, y = rng.standard_normal((3, 5, 2)), rng.standard_normal((3, 2))
-    y_pred, caches = model._forward(x, True)
+    y_pred, caches, _ = model._forward(x, True)
     _, dy = model.loss.value_and_grad(y, y_pred)
     model._backward(dy, caches)
     numeric = numeric_grad(lambda: float(model.loss(y, model._forward(x, False)[0])), model._flat)

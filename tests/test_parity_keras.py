@@ -314,12 +314,67 @@ def test_loss_values_match_keras(loss, rng):
     ek, eg = km.evaluate(x, y, verbose=0), gm.evaluate(x, y, verbose=0)
     assert abs(ek - eg) < 1e-6, f"{loss} evaluate: keras {ek} grukit {eg}"
     assert eg > 1e-3
+    # in batches of 3 (the last one short): the sample-weighted mean of the batch losses
+    ek3, eg3 = (m.evaluate(x, y, batch_size=3, verbose=0) for m in (km, gm))
+    assert abs(ek3 - eg3) < 1e-6, f"{loss} evaluate(batch_size=3): keras {ek3} grukit {eg3}"
     for _ in range(2):
         tk, tg = km.train_on_batch(x, y), gm.train_on_batch(x, y)
         assert abs(float(tk) - float(tg)) < 1e-6, f"{loss} train_on_batch: {tk} vs {tg}"
     # the loss gradient drove the same update
     err = max_abs_list(km.get_weights(), gm.get_weights())
     assert err < STEP_TOL, f"{loss} weights after 2 SGD steps: {err:.3g}"
+
+
+def _identity_dense(activation, n):
+    """Dense(n) with kernel = I and bias = 0 in both libraries: the pre-activations are the input."""
+    km = keras.Sequential([keras.Input(shape=(n,)), keras.layers.Dense(n, activation=activation)])
+    gm = Sequential([gl.Input(shape=(n,)), gl.Dense(n, activation=activation)])
+    ws = [np.eye(n, dtype=np.float32), np.zeros(n, np.float32)]
+    km.set_weights(ws)
+    gm.set_weights(ws)
+    return km, gm
+
+
+def test_sigmoid_tails_match_keras():
+    """Keras (torch) computes the sigmoid to full relative precision in float32 even far in the
+    negative tail; small probabilities feed log() in binary_crossentropy, so they must match
+    relatively, not just to 1e-5 absolutely."""
+    z = np.linspace(-16.0, 16.0, 33, dtype=np.float32)
+    km, gm = _identity_dense("sigmoid", 33)
+    pk, pg = km.predict(z[None], verbose=0)[0], gm.predict(z[None], verbose=0)[0]
+    rel = np.abs(pk - pg) / pk
+    worst = int(np.argmax(rel))
+    assert rel.max() < 1e-5, (f"sigmoid({z[worst]}): keras {pk[worst]:.8e} grukit {pg[worst]:.8e} "
+                              f"(relative error {rel.max():.3g})")
+
+
+def test_binary_crossentropy_confident_predictions_match_keras():
+    """binary_crossentropy on sigmoid outputs with large logits, right and wrong: the loss of a
+    confidently wrong prediction is -log(sigmoid(z)) and must agree with Keras."""
+    z = np.array([[-14.0, -11.0, -8.0, 9.0], [12.0, -6.0, 15.0, -13.0]], np.float32)
+    y = np.array([[1, 1, 0, 0], [0, 1, 1, 1]], np.float32)
+    km, gm = _identity_dense("sigmoid", 4)
+    km.compile(optimizer="sgd", loss="binary_crossentropy")
+    gm.compile(optimizer="sgd", loss="binary_crossentropy")
+    ek, eg = km.evaluate(z, y, verbose=0), gm.evaluate(z, y, verbose=0)
+    assert abs(ek - eg) / ek < 1e-6, f"keras {ek!r} grukit {eg!r}"
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy"])
+def test_crossentropy_confident_softmax_matches_keras(loss):
+    """Softmax with large logits (some probabilities below Keras's 1e-7 clip): value and update."""
+    z = np.array([[20.0, -5.0, 0.0, 3.0], [-12.0, 9.0, 9.5, -3.0], [0.0, 0.1, -0.1, 30.0]],
+                 np.float32)
+    labels = np.array([1, 0, 3])
+    y = labels if loss.startswith("sparse") else np.eye(4, dtype=np.float32)[labels]
+    km, gm = _identity_dense("softmax", 4)
+    km.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
+    gm.compile(optimizer=gopt.SGD(1.0), loss=loss)
+    ek, eg = km.evaluate(z, y, verbose=0), gm.evaluate(z, y, verbose=0)
+    assert abs(ek - eg) / ek < 1e-6, f"{loss}: keras {ek!r} grukit {eg!r}"
+    km.train_on_batch(z, y)
+    gm.train_on_batch(z, y)
+    assert max_abs_list(km.get_weights(), gm.get_weights()) < STEP_TOL
 
 
 @pytest.mark.parametrize("y_shape", ["flat", "column"])
@@ -360,6 +415,22 @@ def test_fit_history_and_weights_match_keras(opt, rng):
     err = max_abs_list(km.get_weights(), gm.get_weights())
     assert err < 1e-5, f"fit final weights: {err:.3g}"
     assert int(to_np(km.optimizer.iterations)) == gm.optimizer.iterations == 9
+
+
+def test_fit_validation_split_matches_keras(rng):
+    """validation_split keeps the first floor(n * (1 - split)) samples for training, as Keras."""
+    km, gm = make_pair(GRU_DENSE, (T, D))
+    km.compile(optimizer="sgd", loss="mae")
+    gm.compile(optimizer="sgd", loss="mae")
+    x, y = _data(rng, n=7)
+    hk = km.fit(x, y, shuffle=False, epochs=2, batch_size=2, validation_split=0.3,
+                verbose=0).history
+    hg = gm.fit(x, y, shuffle=False, epochs=2, batch_size=2, validation_split=0.3,
+                verbose=0).history
+    for key in ("loss", "val_loss"):
+        rel = np.abs(np.subtract(hk[key], hg[key])) / np.abs(hk[key])
+        assert rel.max() < 1e-5, f"{key}: keras {hk[key]} grukit {hg[key]}"
+    assert max_abs_list(km.get_weights(), gm.get_weights()) < 1e-5
 
 
 def test_fit_uneven_last_batch_matches_keras(rng):

@@ -1,21 +1,21 @@
 """Losses with Keras's formulas and its default reduction (the mean over samples).
 
-Each loss gives ``value_and_grad(y_true, y_pred) -> (loss, dloss/dy_pred)``. With e = p - y, N the
-number of elements and M the number of rows (elements / last axis):
+Each loss reduces the last axis to one value per row (a row is a sample, or a time step of a
+sequence output) and averages the rows. With e = p - y, F the size of the last axis:
 
-    mse     L = sum(e^2) / N                       dL/dp = 2 e / N
-    mae     L = sum(|e|) / N                       dL/dp = sign(e) / N
-    huber   L = sum(e^2/2 if |e| <= d else d |e| - d^2/2) / N
-                                                   dL/dp = clip(e, -d, d) / N
-    binary_crossentropy   q = clip(p, eps, 1 - eps)
-            L = -sum(y log q + (1 - y) log(1 - q)) / N
-    categorical_crossentropy   q = clip(p / sum(p), eps, 1 - eps)  (last axis)
-            L = -sum(y log q) / M
+    mse     row = sum(e^2) / F
+    mae     row = sum(|e|) / F
+    huber   row = sum(e^2/2 if |e| <= d else d |e| - d^2/2) / F
+    binary_crossentropy        q = clip(p, eps, 1 - eps); row = -sum(y log q + (1 - y) log(1 - q)) / F
+    categorical_crossentropy   q = clip(p / sum(p), eps, 1 - eps); row = -sum(y log q)
     sparse_categorical_crossentropy   as categorical, with integer labels
+
+    L = mean of rows,  or with a mask m over rows (padded time steps):  sum(m row) / (sum(m) + eps)
 eps = 1e-7, as Keras's backend epsilon. Clipped entries get no gradient, as in Keras.
+``value_and_grad(y_true, y_pred, mask=None) -> (L, dL/dy_pred)``.
 
 >>> from grukit import losses
->>> losses.get("mse")(np.array([1.0]), np.array([[0.5]]))
+>>> float(losses.get("mse")(np.array([1.0]), np.array([[0.5]])))
 0.25
 """
 import numpy as np
@@ -40,15 +40,25 @@ def same_rank(y, p):
 class Loss:
     name = "loss"
 
-    def __call__(self, y_true, y_pred):
-        return self.value_and_grad(y_true, y_pred)[0]
+    def __call__(self, y_true, y_pred, mask=None):
+        return self.value_and_grad(y_true, y_pred, mask)[0]
 
-    def value_and_grad(self, y_true, y_pred):
+    def targets(self, y_true, p):
+        return same_rank(np.asarray(y_true).astype(p.dtype, copy=False), p)
+
+    def value_and_grad(self, y_true, y_pred, mask=None):
         p = np.asarray(y_pred)
-        y = same_rank(np.asarray(y_true).astype(p.dtype, copy=False), p)
-        return self._value_and_grad(y, p)
+        y = self.targets(y_true, p)
+        rows, drows = self._rows(y, p)
+        if mask is None:
+            w = 1.0 / rows.size
+            return rows.sum() * w, drows * p.dtype.type(w)
+        m = np.broadcast_to(np.asarray(mask, p.dtype), rows.shape)
+        scale = 1.0 / (float(m.sum()) + EPSILON)
+        return (rows * m).sum() * scale, drows * (m * p.dtype.type(scale))[..., None]
 
-    def _value_and_grad(self, y, p):
+    def _rows(self, y, p):
+        """(per-row values, gradient of their sum with respect to p)."""
         raise NotImplementedError
 
     def get_config(self):
@@ -58,19 +68,18 @@ class Loss:
 class MeanSquaredError(Loss):
     name = "mean_squared_error"
 
-    def _value_and_grad(self, y, p):
+    def _rows(self, y, p):
         e = p - y
-        n = e.size
-        return (e * e).sum() / n, e * (2.0 / n)
+        f = p.shape[-1]
+        return (e * e).mean(axis=-1), e * (2.0 / f)
 
 
 class MeanAbsoluteError(Loss):
     name = "mean_absolute_error"
 
-    def _value_and_grad(self, y, p):
+    def _rows(self, y, p):
         e = p - y
-        n = e.size
-        return np.abs(e).sum() / n, np.sign(e) / n
+        return np.abs(e).mean(axis=-1), np.sign(e) / p.shape[-1]
 
 
 class Huber(Loss):
@@ -79,11 +88,11 @@ class Huber(Loss):
     def __init__(self, delta=1.0):
         self.delta = float(delta)
 
-    def _value_and_grad(self, y, p):
+    def _rows(self, y, p):
         e = p - y
-        a, d, n = np.abs(e), self.delta, e.size
+        a, d = np.abs(e), self.delta
         vals = np.where(a <= d, 0.5 * e * e, d * a - 0.5 * d * d)
-        return vals.sum() / n, np.clip(e, -d, d) / n
+        return vals.mean(axis=-1), np.clip(e, -d, d) / p.shape[-1]
 
     def get_config(self):
         return {"name": self.name, "delta": self.delta}
@@ -92,35 +101,33 @@ class Huber(Loss):
 class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
 
-    def _value_and_grad(self, y, p):
+    def _rows(self, y, p):
         q = np.clip(p, EPSILON, 1.0 - EPSILON)
-        n = p.size
-        val = -(y * np.log(q) + (1.0 - y) * np.log(1.0 - q)).sum() / n
+        f = p.shape[-1]
+        vals = -(y * np.log(q) + (1.0 - y) * np.log(1.0 - q)).mean(axis=-1)
         inside = (p >= EPSILON) & (p <= 1.0 - EPSILON)
-        dp = -(y / q - (1.0 - y) / (1.0 - q)) / n * inside
-        return val, dp.astype(p.dtype, copy=False)
+        dp = -(y / q - (1.0 - y) / (1.0 - q)) / f * inside
+        return vals, dp.astype(p.dtype, copy=False)
 
 
 class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
 
-    def _value_and_grad(self, y, p):
+    def _rows(self, y, p):
         s = p.sum(axis=-1, keepdims=True)
         q = p / s
         qc = np.clip(q, EPSILON, 1.0 - EPSILON)
-        m = q.size // q.shape[-1]
-        val = -(y * np.log(qc)).sum() / m
-        dq = -y / qc * ((q >= EPSILON) & (q <= 1.0 - EPSILON)) / m
+        vals = -(y * np.log(qc)).sum(axis=-1)
+        dq = -y / qc * ((q >= EPSILON) & (q <= 1.0 - EPSILON))
         # q = p / s: dL/dp_j = (dq_j - sum_i dq_i q_i) / s
         dp = (dq - (dq * q).sum(axis=-1, keepdims=True)) / s
-        return val, dp.astype(p.dtype, copy=False)
+        return vals, dp.astype(p.dtype, copy=False)
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
 
-    def value_and_grad(self, y_true, y_pred):
-        p = np.asarray(y_pred)
+    def targets(self, y_true, p):
         y = np.asarray(y_true)
         if y.ndim == p.ndim and y.shape[-1] == 1:
             y = y[..., 0]
@@ -134,7 +141,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
                              f"[0, {p.shape[-1]}).")
         onehot = np.zeros(p.shape, p.dtype)
         np.put_along_axis(onehot, ids[..., None], 1.0, axis=-1)
-        return self._value_and_grad(onehot, p)
+        return onehot
 
 
 _REGISTRY = {

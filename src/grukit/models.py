@@ -92,6 +92,9 @@ class Sequential:
             self._gviews.append((layer, k, self._gflat[seg].reshape(p.shape)))
             self._segments.append(seg)
             start += p.size
+        for layer in self.layers:
+            if hasattr(layer, "params_rebound"):
+                layer.params_rebound()
         self._grad_slots = {}
         for layer, k, view in self._gviews:
             self._grad_slots.setdefault(id(layer), []).append((k, view))
@@ -208,28 +211,64 @@ class Sequential:
 
     # ---- the passes -------------------------------------------------------------------------
     def _forward(self, x, training):
-        caches = []
+        """Run the stack; returns (output, caches, output mask). Masks travel layer to layer."""
+        caches, mask = [], None
         for layer in self.layers:
-            x, cache = layer.forward(x, training=training)
-            caches.append(cache)
-        return x, caches
+            out_mask = layer.compute_mask(x, mask)
+            y, cache = layer.forward(x, training=training, mask=mask)
+            caches.append((cache, y if layer.activity_regularizer is not None else None))
+            x, mask = y, out_mask
+        return x, caches, mask
+
+    def _penalty(self, caches):
+        """The regularization terms Keras adds to the loss: weights, and activity / batch size."""
+        total = 0.0
+        for layer, (_, y) in zip(self.layers, caches):
+            total += layer.regularization_loss()
+            if y is not None:
+                total += layer.activity_regularizer(y) / len(y)
+        return total
 
     def _backward(self, dy, caches):
         slots = self._grad_slots
-        for layer, cache in zip(reversed(self.layers), reversed(caches)):
+        for layer, (cache, y) in zip(reversed(self.layers), reversed(caches)):
+            if y is not None:
+                dy = dy + layer.activity_regularizer.grad(y) / y.dtype.type(len(y))
             dy, grads = layer.backward(dy, cache)
             for k, view in slots.get(id(layer), ()):
-                if layer.trainable:
-                    view[...] = grads[k]
-                else:
+                if not layer.trainable:
                     view[...] = 0.0
+                    continue
+                view[...] = grads[k]
+                reg = layer.param_regularizers.get(k)
+                if reg is not None:
+                    view += reg.grad(layer.params[k])
+
+    def _loss(self, y, y_pred, mask, caches):
+        """(total loss with penalties, dL/dy_pred); a sequence output's mask weights its steps."""
+        if mask is not None and (not isinstance(y_pred, np.ndarray) or y_pred.ndim != 3):
+            mask = None
+        loss, dy = self.loss.value_and_grad(y, y_pred, mask)
+        return loss + self._penalty(caches), dy
 
     def _train_step(self, x, y):
-        y_pred, caches = self._forward(x, training=True)
-        loss, dy = self.loss.value_and_grad(y, y_pred)
+        y_pred, caches, mask = self._forward(x, training=True)
+        loss, dy = self._loss(y, y_pred, mask, caches)
         self._backward(dy, caches)
         self.optimizer.apply(self._flat, self._gflat, self._segments)
+        for layer in self._constrained:
+            layer.apply_constraints()
         return loss, y_pred
+
+    @property
+    def _constrained(self):
+        return [layer for layer in self.layers if layer.param_constraints]
+
+    def reset_states(self):
+        """Zero the carried states of every stateful layer."""
+        for layer in self.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_states()
 
     def __call__(self, x, training=False):
         x = self._check_x(x, "call")
@@ -363,8 +402,8 @@ class Sequential:
         total = 0.0
         for i in range(0, len(x), batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            y_pred = self._forward(xb, False)[0]
-            total += float(self.loss(yb, y_pred)) * len(xb)
+            y_pred, caches, mask = self._forward(xb, False)
+            total += float(self._loss(yb, y_pred, mask, caches)[0]) * len(xb)
             for m in mets:
                 m.update(yb, y_pred)
         out = {"loss": total / len(x)}

@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from .. import config
+from .. import constraints, regularizers
 from ..utils import reject_unknown
 
 _NAME_COUNTERS = defaultdict(itertools.count)
@@ -29,8 +30,11 @@ class Layer:
     #: the input rank the layer accepts, counting the batch axis (None: any rank >= 2)
     input_ndim = None
 
+    #: whether the layer accepts a mask (batch, time) and passes it on (see compute_mask)
+    supports_masking = False
+
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True, dtype=None,
-                 **kwargs):
+                 activity_regularizer=None, batch_size=None, batch_input_shape=None, **kwargs):
         reject_unknown(type(self).__name__, kwargs)
         if name is None:
             base = _snake(type(self).__name__)
@@ -39,7 +43,13 @@ class Layer:
         self.name = name
         if input_shape is None and input_dim is not None:
             input_shape = (input_dim,)
+        if batch_input_shape is not None:
+            batch_size, input_shape = batch_input_shape[0], batch_input_shape[1:]
         self.input_shape_arg = None if input_shape is None else tuple(input_shape)
+        self.batch_size = batch_size
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self.param_regularizers = {}   # param name -> Regularizer
+        self.param_constraints = {}    # param name -> Constraint
         self.trainable = trainable
         self.dtype = dtype
         self.params = {}
@@ -87,14 +97,38 @@ class Layer:
 
     integer_input = False
 
-    def __call__(self, x, training=False):
+    def __call__(self, x, training=False, mask=None):
         x = self._prepare(x)
-        y, _ = self.forward(x, training=training)
+        y, _ = self.forward(x, training=training, mask=mask)
         return y
 
     # ---- the math (subclasses) --------------------------------------------------------------
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, mask=None):
+        """x -> (y, cache). ``mask`` (batch, time) of booleans marks the valid steps."""
         raise NotImplementedError
+
+    def compute_mask(self, x, mask=None):
+        """The mask of this layer's output: the input's when the layer supports masking."""
+        return mask if self.supports_masking else None
+
+    # ---- penalties and constraints ----------------------------------------------------------
+    def _set_penalties(self, **by_param):
+        """Register ``<param>=(regularizer, constraint)`` pairs, given as names or objects."""
+        for k, (reg, con) in by_param.items():
+            reg, con = regularizers.get(reg), constraints.get(con)
+            if reg is not None:
+                self.param_regularizers[k] = reg
+            if con is not None:
+                self.param_constraints[k] = con
+
+    def regularization_loss(self):
+        return sum(reg(self.params[k]) for k, reg in self.param_regularizers.items()
+                   if k in self.params)
+
+    def apply_constraints(self):
+        for k, con in self.param_constraints.items():
+            if k in self.params:
+                self.params[k][...] = con(self.params[k])
 
     def backward(self, dy, cache):
         raise NotImplementedError
@@ -134,6 +168,18 @@ class Layer:
         cfg = {"name": self.name, "trainable": self.trainable}
         if self.input_shape_arg is not None:
             cfg["input_shape"] = list(self.input_shape_arg)
+        if self.batch_size is not None:
+            cfg["batch_size"] = self.batch_size
+        if self.activity_regularizer is not None:
+            cfg["activity_regularizer"] = self.activity_regularizer.get_config()
+        return cfg
+
+    def _penalty_config(self, cfg, **names):
+        """Add ``<option>: config`` for each regularizer/constraint option set on a param."""
+        for option, (param, kind) in names.items():
+            obj = (self.param_regularizers if kind == "reg" else self.param_constraints).get(param)
+            if obj is not None:
+                cfg[option] = obj.get_config() if kind == "reg" else obj.name
         return cfg
 
     @classmethod

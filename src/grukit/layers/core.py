@@ -19,9 +19,14 @@ class Dense(Layer):
     """
     param_names = ("kernel", "bias")
 
+    supports_masking = True
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        self._set_penalties(kernel=(kernel_regularizer, kernel_constraint),
+                            bias=(bias_regularizer, bias_constraint))
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense: units must be a positive integer, got {units!r}.")
         self.units = int(units)
@@ -43,7 +48,7 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, mask=None):
         y = x @ self.params["kernel"]
         if self.use_bias:
             y += self.params["bias"]
@@ -66,17 +71,22 @@ class Dense(Layer):
         for key, value in zip(("kernel_initializer", "bias_initializer"), self._init_names):
             if isinstance(value, str):
                 cfg[key] = value
-        return cfg
+        return self._penalty_config(cfg, kernel_regularizer=("kernel", "reg"),
+                                    bias_regularizer=("bias", "reg"),
+                                    kernel_constraint=("kernel", "con"),
+                                    bias_constraint=("bias", "con"))
 
 
 class Activation(Layer):
     """Applies an activation function (Keras ``Activation``)."""
 
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, mask=None):
         y = self.activation.f(x)
         return y, y
 
@@ -93,6 +103,8 @@ class Dropout(Layer):
     """Inverted dropout (Keras ``Dropout``): in training, zero a fraction ``rate`` of the inputs
     and scale the rest by 1 / (1 - rate); at inference, the identity."""
 
+    supports_masking = True
+
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(rate) < 1.0:
@@ -102,7 +114,7 @@ class Dropout(Layer):
         self.seed = seed
         self._rng = None if seed is None else np.random.default_rng(seed)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, mask=None):
         if not training or self.rate == 0.0:
             return x, None
         shape = x.shape

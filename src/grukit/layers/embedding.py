@@ -19,8 +19,10 @@ class Embedding(Layer):
     integer_input = True
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
-                 input_length=None, **kwargs):
+                 input_length=None, embeddings_regularizer=None, embeddings_constraint=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self._set_penalties(embeddings=(embeddings_regularizer, embeddings_constraint))
         for name, v in (("input_dim", input_dim), ("output_dim", output_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"Embedding: {name} must be a positive integer, got {v!r}.")
@@ -53,7 +55,11 @@ class Embedding(Layer):
                              f"[{ids.min()}, {ids.max()}]; raise input_dim or re-index the data.")
         return ids
 
-    def forward(self, x, training=False):
+    def compute_mask(self, x, mask=None):
+        """With mask_zero=True, id 0 is padding: the mask is ``x != 0``."""
+        return (np.asarray(x) != 0) if self.mask_zero else None
+
+    def forward(self, x, training=False, mask=None):
         ids = self._ids(x)
         return self.params["embeddings"][ids], ids
 
@@ -68,4 +74,5 @@ class Embedding(Layer):
         cfg.update(input_dim=self.input_dim, output_dim=self.output_dim, mask_zero=self.mask_zero)
         if isinstance(self._init_name, str):
             cfg["embeddings_initializer"] = self._init_name
-        return cfg
+        return self._penalty_config(cfg, embeddings_regularizer=("embeddings", "reg"),
+                                    embeddings_constraint=("embeddings", "con"))

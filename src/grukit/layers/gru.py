@@ -64,13 +64,14 @@ class GRUCell(Cell):
         x_t, a, hu = xp[t], ws["a"][t], ws["hu"][t]
         zr, hh = a[:, :2 * u], a[:, 2 * u:]
         # update and reset gates
+        h_in = self.rec_input(t, S, ws)     # h, or h times the recurrent dropout mask
         if self.reset_after:
-            np.dot(h, self.params["recurrent_kernel"], out=hu)
+            np.dot(h_in, self.params["recurrent_kernel"], out=hu)
             b2 = self.recurrent_bias()
             if b2 is not None:
                 hu += b2
         else:
-            np.dot(h, ws["U_zr"], out=hu)
+            np.dot(h_in, ws["U_zr"], out=hu)
         np.add(x_t[:, :2 * u], hu[:, :2 * u], out=zr)
         self.recurrent_activation.f(zr, out=zr)
         z, r = a[:, :u], a[:, u:2 * u]
@@ -79,7 +80,7 @@ class GRUCell(Cell):
             np.multiply(r, hu[:, 2 * u:], out=hh)
         else:
             rh = ws["rh"][t]
-            np.multiply(r, h, out=rh)
+            np.multiply(r, h_in, out=rh)
             np.dot(rh, ws["U_h"], out=ws["rhu"])
             np.copyto(hh, ws["rhu"])
         hh += x_t[:, 2 * u:]
@@ -111,20 +112,21 @@ class GRUCell(Cell):
             np.multiply(dc, r, out=dhu[:, 2 * u:])
             # previous state: through z * h and through h U
             dh *= z
-            dh += dhu @ self.params["recurrent_kernel"].T
+            self.add_rec_grad(dh, dhu @ self.params["recurrent_kernel"].T, ws)
         else:
             # reset gate: r multiplies h before Uh
+            h_in = h if ws.get("rmask") is None else ws["hd"][t]
             drh = dc @ ws["U_h"].T
-            np.multiply(drh, h, out=dr)
+            np.multiply(drh, h_in, out=dr)
             dr *= self.recurrent_activation.df(r)
+            # previous state: through z * h, through r * h and through h [Uz|Ur]
             dh *= z
-            dh += drh * r
-            dh += dxp[:, :2 * u] @ ws["U_zr"].T
+            self.add_rec_grad(dh, drh * r + dxp[:, :2 * u] @ ws["U_zr"].T, ws)
 
     def recurrent_grads(self, S, ws, grads):
         u = self.units
         T, B = ws["a"].shape[:2]
-        h_prev = S[0][:T].reshape(T * B, u)
+        h_prev = self.rec_inputs(S, ws, T, B, u)
         if self.reset_after:
             dhu2 = ws["dhu"].reshape(T * B, 3 * u)
             grads["recurrent_kernel"] = h_prev.T @ dhu2

@@ -32,11 +32,11 @@ class LSTMCell(Cell):
 
     def step(self, t, xp, S, ws):
         u = self.units
-        h, c = S[0][t], S[1][t]
+        c = S[1][t]
         h_new, c_new = S[0][t + 1], S[1][t + 1]
         a, tc = ws["a"][t], ws["tc"][t]
         # all four pre-activations: x W + b + h U
-        np.dot(h, self.params["recurrent_kernel"], out=a)
+        np.dot(self.rec_input(t, S, ws), self.params["recurrent_kernel"], out=a)
         a += xp[t]
         i, f, g, o = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
         # gates
@@ -71,10 +71,12 @@ class LSTMCell(Cell):
         # previous states
         dc *= f
         np.dot(dxp, self.params["recurrent_kernel"].T, out=dh)
+        if ws.get("rmask") is not None:
+            dh *= ws["rmask"]
 
     def recurrent_grads(self, S, ws, grads):
         T, B = ws["a"].shape[:2]
-        grads["recurrent_kernel"] = (S[0][:T].reshape(T * B, self.units).T
+        grads["recurrent_kernel"] = (self.rec_inputs(S, ws, T, B, self.units).T
                                      @ ws["dxp"].reshape(T * B, -1))
 
 

@@ -2,10 +2,20 @@
 
 A cell (GRUCell, LSTMCell, SimpleRNNCell) supplies the per-step math; this module owns everything
 around it: the input projection for all steps at once, the state buffers, return_sequences /
-return_state / go_backwards, and the weight gradients as one matmul each after the loop.
+return_state / go_backwards / stateful / initial_state, masks, dropout masks, and the weight
+gradients as one matmul each after the loop.
 
 Buffers are time-major. ``S[k]`` has shape (T+1, B, units): ``S[k][0]`` is the initial value of
 state k and ``S[k][t+1]`` its value after step t, so the output sequence is ``S[0][1:]``.
+
+Masks (Keras's semantics): where ``mask[b, t]`` is False, step t leaves every state of sequence b
+as it was, so its output repeats the previous one (zeros instead with ``zero_output_for_mask``):
+
+    S[k][t+1] = m_t * cell(x_t, S[t])[k] + (1 - m_t) * S[k][t]
+
+Dropout (Keras's semantics: one mask per sequence, drawn per batch, reused at every step, only in
+training): the input mask multiplies x before the projection, the recurrent mask multiplies the
+previous state h where it enters the recurrent matmul (not where it is carried through a gate).
 
 The cell contract (see :class:`Cell`):
     ``project_inputs(x)``            x (T*B, D) -> xp (T*B, G): x @ kernel (+ input bias), all steps
@@ -14,12 +24,12 @@ The cell contract (see :class:`Cell`):
     ``step_backward(t, xp, S, ws, dS)``
                                      dS[k] holds dL/dS[k][t+1]; writes dL/dxp into ws["dxp"][t]
                                      and leaves dL/dS[k][t] in dS[k] (in place)
-    ``recurrent_grads(S, ws)``       dL/d recurrent_kernel (and the recurrent bias), after the loop
+    ``recurrent_grads(S, ws, grads)``  dL/d recurrent_kernel (and recurrent bias), after the loop
 """
 import numpy as np
 
 from .. import activations, initializers
-from ..utils import check_finite
+from ..utils import check_finite, make_rng
 from .base import Layer
 
 
@@ -56,9 +66,28 @@ class Cell:
             xp += b
         return xp
 
-    def input_bias_grad(self, dxp2, grads):
-        """Fill grads["bias"] from dL/dxp (T*B, G), plus whatever the cell adds."""
-        grads["bias"] = dxp2.sum(axis=0)
+    # the previous state as it enters the recurrent matmul (recurrent dropout applies here)
+    @staticmethod
+    def rec_input(t, S, ws):
+        mr = ws.get("rmask")
+        if mr is None:
+            return S[0][t]
+        return np.multiply(S[0][t], mr, out=ws["hd"][t])
+
+    @staticmethod
+    def add_rec_grad(dh, dhin, ws):
+        """dh += dL/d(rec input) routed back through the recurrent dropout mask."""
+        mr = ws.get("rmask")
+        if mr is None:
+            dh += dhin
+        else:
+            dh += dhin * mr
+
+    @staticmethod
+    def rec_inputs(S, ws, T, B, u):
+        """All steps' recurrent-matmul inputs as (T*B, u), for the recurrent kernel's gradient."""
+        src = ws["hd"] if ws.get("rmask") is not None else S[0][:T]
+        return src.reshape(T * B, u)
 
     def workspace(self, T, B, dtype):
         raise NotImplementedError
@@ -79,15 +108,20 @@ class Recurrent(Layer):
     Input (batch, time, features); output (batch, units), or (batch, time, units) with
     ``return_sequences=True``; with ``return_state=True`` a list ``[output, *final_states]``.
     ``go_backwards=True`` reads the sequence from the end and returns the output sequence in that
-    (reversed) order, as Keras does.
+    (reversed) order, as Keras does. ``stateful=True`` starts each batch from the final states of
+    the previous one (``reset_states()`` zeroes them). ``initial_state`` is a call argument.
     """
     input_ndim = 3
+    supports_masking = True
     param_names = ("kernel", "recurrent_kernel", "bias")
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", return_sequences=False, return_state=False,
-                 go_backwards=False, unroll=False, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
+                 return_sequences=False, return_state=False, go_backwards=False, stateful=False,
+                 unroll=False, zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"{type(self).__name__}: units must be a positive integer, got "
@@ -99,10 +133,22 @@ class Recurrent(Layer):
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self._init_names = (kernel_initializer, recurrent_initializer, bias_initializer)
+        self._set_penalties(kernel=(kernel_regularizer, kernel_constraint),
+                            recurrent_kernel=(recurrent_regularizer, recurrent_constraint),
+                            bias=(bias_regularizer, bias_constraint))
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= float(rate) < 1.0:
+                raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {rate!r}.")
+        self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
+        self.seed = seed
+        self._rng = None if seed is None else np.random.default_rng(seed)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.states = None   # the carried states of a stateful layer
         self.unroll = bool(unroll)   # accepted for Keras compatibility; the loop is the same
+        self.zero_output_for_mask = bool(zero_output_for_mask)
 
     def _make_cell(self, activation, recurrent_activation, use_bias):
         raise NotImplementedError
@@ -130,32 +176,100 @@ class Recurrent(Layer):
             return [out] + [(b, self.units)] * self.cell.n_states
         return out
 
+    def compute_mask(self, x, mask=None):
+        if mask is None or not self.return_sequences:
+            return None
+        return mask[:, ::-1] if self.go_backwards else mask
+
+    # ---- state ------------------------------------------------------------------------------
+    def reset_states(self, states=None):
+        """Zero the carried states of a stateful layer, or set them to ``states``."""
+        if not self.stateful:
+            raise ValueError(f"{self.name}: reset_states() needs stateful=True.")
+        if states is None:
+            self.states = None
+        else:
+            states = states if isinstance(states, (list, tuple)) else [states]
+            self.states = [np.array(s, dtype=self._float()) for s in states]
+
+    def _initial_states(self, initial_state, B):
+        if initial_state is None and self.stateful and self.states is not None:
+            initial_state = self.states
+        if initial_state is None:
+            return None
+        states = initial_state if isinstance(initial_state, (list, tuple)) else [initial_state]
+        n = self.cell.n_states
+        if len(states) != n:
+            raise ValueError(f"{self.name}: initial_state needs {n} array(s) "
+                             f"({'[h0, c0]' if n == 2 else '[h0]'}), got {len(states)}.")
+        for s in states:
+            if np.shape(s) != (B, self.units):
+                raise ValueError(f"{self.name}: each initial state must have shape "
+                                 f"(batch, units) = {(B, self.units)}, got {np.shape(s)}.")
+        return states
+
+    def dropout_masks(self, B, D, dtype):
+        """Draw (input mask (B, D) or None, recurrent mask (B, units) or None) for one batch."""
+        g = self._rng if self._rng is not None else make_rng(None)
+
+        def draw(rate, width):
+            if rate == 0.0:
+                return None
+            return (g.random((B, width)) >= rate).astype(dtype) / dtype.type(1.0 - rate)
+        return draw(self.dropout, D), draw(self.recurrent_dropout, self.units)
+
     # ---- forward ----------------------------------------------------------------------------
-    def forward(self, x, training=False, initial_state=None):
-        """x (B, T, D) -> output, and the cache for :meth:`backward`."""
+    def forward(self, x, training=False, mask=None, initial_state=None, dropout_masks=None):
+        """x (B, T, D) -> output, and the cache for :meth:`backward`.
+
+        ``mask`` (B, T) marks valid steps; ``dropout_masks`` = (input, recurrent) fixes the masks
+        that training would draw (tests use it).
+        """
         B, T, D = x.shape
         if T == 0:
             raise ValueError(f"{self.name}: the input has no time steps (shape {x.shape}).")
         cell, u, dt = self.cell, self.units, self.params["recurrent_kernel"].dtype
         x_tm = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dt)     # (T, B, D)
+        m_tm = None
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (B, T):
+                raise ValueError(f"{self.name}: mask must have shape (batch, time) = {(B, T)}, "
+                                 f"got {mask.shape}.")
+            m_tm = np.ascontiguousarray(mask.T)[:, :, None]               # (T, B, 1)
         if self.go_backwards:
             x_tm = x_tm[::-1].copy()
-        xp = cell.project_inputs(x_tm.reshape(T * B, D)).reshape(T, B, -1)
+            m_tm = None if m_tm is None else m_tm[::-1]
+        if dropout_masks is None and training and (self.dropout or self.recurrent_dropout):
+            dropout_masks = self.dropout_masks(B, D, dt)
+        din, drec = dropout_masks if dropout_masks is not None else (None, None)
+        x_in = x_tm if din is None else x_tm * din
+        xp = cell.project_inputs(x_in.reshape(T * B, D)).reshape(T, B, -1)
         S = [np.empty((T + 1, B, u), dt) for _ in range(cell.n_states)]
+        init = self._initial_states(initial_state, B)
         for k in range(cell.n_states):
-            if initial_state is None:
-                S[k][0] = 0.0
-            else:
-                S[k][0] = initial_state[k]
+            S[k][0] = 0.0 if init is None else init[k]
         ws = cell.workspace(T, B, dt)
+        if drec is not None:
+            ws["rmask"], ws["hd"] = drec, np.empty((T, B, u), dt)
         for t in range(T):
             cell.step(t, xp, S, ws)
-        cache = (x_tm, xp, S, ws)
-        return self._outputs(S), cache
+            if m_tm is not None:
+                for s in S:
+                    np.copyto(s[t + 1], s[t], where=~m_tm[t])
+        if self.stateful:
+            self.states = [s[-1].copy() for s in S]
+        cache = (x_in, xp, S, ws, m_tm, din)
+        return self._outputs(S, m_tm), cache
 
-    def _outputs(self, S):
-        h = S[0]
-        y = h[1:].transpose(1, 0, 2) if self.return_sequences else h[-1]
+    def _outputs(self, S, m_tm):
+        h = S[0][1:]
+        if self.return_sequences:
+            if self.zero_output_for_mask and m_tm is not None:
+                h = h * m_tm
+            y = h.transpose(1, 0, 2)
+        else:
+            y = h[-1]
         if self.return_state:
             return [y] + [s[-1] for s in S]
         return y
@@ -168,9 +282,9 @@ class Recurrent(Layer):
 
     def backward_states(self, dy, cache):
         """As :meth:`backward`, plus the gradients with respect to the initial states."""
-        x_tm, xp, S, ws = cache
+        x_in, xp, S, ws, m_tm, din = cache
         cell = self.cell
-        T, B, D = x_tm.shape
+        T, B, D = x_in.shape
         if self.return_state:
             dy, *dfinal = dy
         else:
@@ -181,20 +295,33 @@ class Recurrent(Layer):
                 dS[k] += d
         if self.return_sequences:
             dy_tm = dy.transpose(1, 0, 2)
+            if self.zero_output_for_mask and m_tm is not None:
+                dy_tm = dy_tm * m_tm
         else:
             dS[0] += dy
         for t in range(T - 1, -1, -1):
             if self.return_sequences:
                 dS[0] += dy_tm[t]
+            if m_tm is None:
+                cell.step_backward(t, xp, S, ws, dS)
+                continue
+            # a masked step passes its gradient straight to the previous state
+            keep = m_tm[t]
+            carried = [np.where(keep, 0.0, d) for d in dS]
+            for d in dS:
+                d *= keep
             cell.step_backward(t, xp, S, ws, dS)
+            for d, c in zip(dS, carried):
+                d += c
         # weight gradients: one matmul each, over all steps
         dxp2 = ws["dxp"].reshape(T * B, -1)
-        x2 = x_tm.reshape(T * B, D)
-        grads = {"kernel": x2.T @ dxp2}
+        grads = {"kernel": x_in.reshape(T * B, D).T @ dxp2}
         if self.use_bias:
-            cell.input_bias_grad(dxp2, grads)
+            grads["bias"] = dxp2.sum(axis=0)
         cell.recurrent_grads(S, ws, grads)
         dx_tm = (dxp2 @ self.params["kernel"].T).reshape(T, B, D)
+        if din is not None:
+            dx_tm *= din
         if self.go_backwards:
             dx_tm = dx_tm[::-1]
         return dx_tm.transpose(1, 0, 2), grads, dS
@@ -206,15 +333,19 @@ class Recurrent(Layer):
                    recurrent_activation=self.cell.recurrent_activation.name,
                    use_bias=self.use_bias, return_sequences=self.return_sequences,
                    return_state=self.return_state, go_backwards=self.go_backwards,
-                   unroll=self.unroll)
+                   stateful=self.stateful, unroll=self.unroll, dropout=self.dropout,
+                   recurrent_dropout=self.recurrent_dropout, seed=self.seed)
         for key, value in zip(("kernel_initializer", "recurrent_initializer", "bias_initializer"),
                               self._init_names):
             if isinstance(value, str):
                 cfg[key] = value
-        return cfg
+        return self._penalty_config(
+            cfg, kernel_regularizer=("kernel", "reg"), recurrent_regularizer=("recurrent_kernel", "reg"),
+            bias_regularizer=("bias", "reg"), kernel_constraint=("kernel", "con"),
+            recurrent_constraint=("recurrent_kernel", "con"), bias_constraint=("bias", "con"))
 
-    def __call__(self, x, training=False, initial_state=None):
+    def __call__(self, x, training=False, mask=None, initial_state=None):
         x = self._prepare(x)
         check_finite(f"{self.name} input", x)
-        y, _ = self.forward(x, training=training, initial_state=initial_state)
+        y, _ = self.forward(x, training=training, mask=mask, initial_state=initial_state)
         return y

@@ -1,11 +1,14 @@
 """Layer classes by name, for configs (and, later, for reading other frameworks' files)."""
+from .bidirectional import Bidirectional
 from .core import Activation, Dense, Dropout
 from .embedding import Embedding
 from .gru import GRU
 from .lstm import LSTM
+from .masking import Masking
 from .simple_rnn import SimpleRNN
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Activation, Dropout, Embedding, GRU, LSTM, SimpleRNN)}
+LAYERS = {cls.__name__: cls for cls in (Dense, Activation, Dropout, Embedding, GRU, LSTM, SimpleRNN,
+                                         Masking, Bidirectional)}
 
 
 def class_name(layer) -> str:

@@ -21,7 +21,7 @@ class SimpleRNNCell(Cell):
 
     def step(self, t, xp, S, ws):
         h_new = S[0][t + 1]
-        np.dot(S[0][t], self.params["recurrent_kernel"], out=h_new)
+        np.dot(self.rec_input(t, S, ws), self.params["recurrent_kernel"], out=h_new)
         h_new += xp[t]
         self.activation.f(h_new, out=h_new)
 
@@ -29,10 +29,12 @@ class SimpleRNNCell(Cell):
         dpre = ws["dxp"][t]
         np.multiply(dS[0], self.activation.df(S[0][t + 1]), out=dpre)
         np.dot(dpre, self.params["recurrent_kernel"].T, out=dS[0])
+        if ws.get("rmask") is not None:
+            dS[0] *= ws["rmask"]
 
     def recurrent_grads(self, S, ws, grads):
         T, B = ws["dxp"].shape[:2]
-        grads["recurrent_kernel"] = (S[0][:T].reshape(T * B, self.units).T
+        grads["recurrent_kernel"] = (self.rec_inputs(S, ws, T, B, self.units).T
                                      @ ws["dxp"].reshape(T * B, -1))
 
 
