@@ -243,16 +243,12 @@ OPT_CASES = [
 ]
 
 
-def _opt_id(case):
-    return _case_id(case)
-
-
 def _data(rng, n=8, shape=(T, D)):
     return rand_x(rng, (n,) + shape), rng.standard_normal((n, 1)).astype(np.float32)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-@pytest.mark.parametrize("opt", OPT_CASES, ids=_opt_id)
+@pytest.mark.parametrize("opt", OPT_CASES, ids=_case_id)
 def test_optimizer_steps_match_keras(opt, steps, rng):
     name, kw = opt
     km, gm = make_pair(GRU_DENSE, (T, D))
@@ -264,7 +260,7 @@ def test_optimizer_steps_match_keras(opt, steps, rng):
         lk, lg = km.train_on_batch(x, y), gm.train_on_batch(x, y)
         assert abs(float(lk) - float(lg)) < 1e-6, f"step {s} loss {lk} vs {lg}"
     err = max_abs_list(km.get_weights(), gm.get_weights())
-    assert err < STEP_TOL, f"{_opt_id(opt)} after {steps} step(s): max abs diff {err:.3g}"
+    assert err < STEP_TOL, f"{_case_id(opt)} after {steps} step(s): max abs diff {err:.3g}"
     assert max_abs_list(w0, gm.get_weights()) > 1e-5   # the step did move the weights
 
 
@@ -326,7 +322,7 @@ def test_loss_values_match_keras(loss, rng):
 
 
 def _identity_dense(activation, n):
-    """Dense(n) with kernel = I and bias = 0 in both libraries: the pre-activations are the input."""
+    """Dense(n), kernel = I and bias = 0, in both libraries: the pre-activations are the input."""
     km = keras.Sequential([keras.Input(shape=(n,)), keras.layers.Dense(n, activation=activation)])
     gm = Sequential([gl.Input(shape=(n,)), gl.Dense(n, activation=activation)])
     ws = [np.eye(n, dtype=np.float32), np.zeros(n, np.float32)]

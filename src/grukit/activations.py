@@ -4,8 +4,9 @@ Writing f'(x) through y lets a layer keep only the activation outputs for the ba
 
     linear      y = x                          f' = 1
     tanh        y = tanh x                     f' = 1 - y^2
-    sigmoid     y = 1 / (1 + e^-x)             f' = y (1 - y)      (computed as (1 + tanh(x/2)) / 2:
-                                                                     no overflow for any x)
+    sigmoid     y = 1 / (1 + e^-x)             f' = y (1 - y)      (computed from e = e^-|x|:
+                                                 1 / (1 + e) for x >= 0, e / (1 + e) for x < 0,
+                                                 so it neither overflows nor loses its tails)
     hard_sigmoid y = clip(x/6 + 1/2, 0, 1)     f' = 1/6 where 0 < y < 1   (the Keras 3 form)
     relu        y = max(x, 0)                  f' = [y > 0]
     elu         y = x or e^x - 1               f' = 1 or y + 1
@@ -72,10 +73,10 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def f(self, x, out=None):
-        out = np.multiply(x, 0.5, out=out)
-        np.tanh(out, out=out)
-        out += 1.0
-        out *= 0.5
+        neg = x < 0.0                    # before out (which may be x) is overwritten
+        e = np.exp(-np.abs(x))
+        out = np.divide(1.0, 1.0 + e, out=out)
+        np.multiply(out, e, out=out, where=neg)
         return out
 
     def df(self, y):
