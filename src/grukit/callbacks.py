@@ -185,3 +185,45 @@ class TerminateOnNaN(Callback):
         if loss is not None and not np.isfinite(loss):
             print(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after each epoch (or only when ``monitor`` improves, with
+    ``save_best_only=True``) in grukit's native format (``.keras`` names give Keras's).
+
+    ``filepath`` may hold ``{epoch}`` and log keys, as in Keras: ``"ckpt-{epoch:02d}.grukit"``.
+    Each write is atomic: a crash mid-save leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", initial_value_threshold=None):
+        super().__init__()
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.mode = _monitor_op(mode, monitor)
+        self.best = initial_value_threshold
+
+    def _improves(self, current):
+        if self.best is None:
+            return True
+        return current < self.best if self.mode == "min" else current > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(f"ModelCheckpoint: monitor {self.monitor!r} is not in the logs "
+                              f"(available: {', '.join(logs)}); nothing saved.", stacklevel=2)
+                return
+            if not self._improves(current):
+                return
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to {current}, "
+                      f"saving model to {path}")
+            self.best = current
+        if self.save_weights_only and path.endswith(".h5"):
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)

@@ -154,6 +154,15 @@ _REGISTRY = {
 }
 
 
+def from_config(config: dict) -> Loss:
+    """Rebuild a loss from :meth:`Loss.get_config`."""
+    config = dict(config)
+    loss = get(config.pop("name"))
+    if config:
+        loss = type(loss)(**config)
+    return loss
+
+
 def get(identifier) -> Loss:
     """A loss from its Keras name (``"mse"``) or a :class:`Loss`."""
     if isinstance(identifier, Loss):

@@ -20,7 +20,7 @@ import numpy as np
 from . import callbacks as callbacks_module
 from . import config, losses, metrics as metrics_module, optimizers
 from .layers import Input, Layer
-from .utils import check_finite, rng
+from .utils import check_finite, rng, using_rng
 
 
 class Sequential:
@@ -36,6 +36,8 @@ class Sequential:
         self._metric_ids = []
         self.stop_training = False
         self.history = None
+        self.epochs_trained = 0     # epochs completed over all fits (saved with the model)
+        self._train_rng = None      # the model's own generator for shuffling and dropout in fit
         for layer in layers or []:
             self.add(layer)
 
@@ -315,9 +317,20 @@ class Sequential:
             cb.set_model(self)
             cb.set_params(params)
         self.stop_training = False
+        if self._train_rng is None:   # drawn from grukit's generator: one seed, one run
+            self._train_rng = np.random.default_rng(int(rng().integers(2 ** 63)))
+        with using_rng(self._train_rng):
+            self._fit_loop(x, y, batch_size, epochs, initial_epoch, steps, shuffle,
+                           validation_data, cbs)
+        self.history = history
+        return history
+
+    def _fit_loop(self, x, y, batch_size, epochs, initial_epoch, steps, shuffle, validation_data,
+                  cbs):
+        n = len(x)
+        g = rng()
         for cb in cbs:
             cb.on_train_begin()
-        g = rng()
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
@@ -348,14 +361,13 @@ class Sequential:
                 val = self.evaluate(*validation_data, batch_size=batch_size, verbose=0,
                                     return_dict=True)
                 logs.update({"val_" + k: v for k, v in val.items()})
+            self.epochs_trained += 1
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         for cb in cbs:
             cb.on_train_end()
-        self.history = history
-        return history
 
     def train_on_batch(self, x, y, return_dict=False):
         """One optimizer step on one batch; returns the loss (and metrics) on it."""
@@ -434,6 +446,32 @@ class Sequential:
                                             f" Non-trainable params: {total - trainable:,}"]
         print_fn("\n".join(text))
 
+    # ---- files ------------------------------------------------------------------------------
+    def save(self, filepath, include_optimizer=True):
+        """Save the model: ``.keras`` and ``.h5`` in Keras's formats (needs h5py), anything else
+        (``.grukit`` by convention) in grukit's native single-file format."""
+        path = str(filepath)
+        if path.endswith((".keras", ".h5")):
+            from .interop import keras as keras_io
+            keras_io.save_model(self, path)
+        else:
+            from . import saving
+            saving.save_model(self, path, include_optimizer=include_optimizer)
+
+    def save_weights(self, filepath):
+        """Write the weights in Keras 3's ``.weights.h5`` layout (needs h5py)."""
+        from .interop import keras as keras_io
+        keras_io.save_weights(self, str(filepath))
+
+    def load_weights(self, filepath):
+        """Read weights from a Keras ``.weights.h5``/``.h5`` file or a ``.grukit`` file."""
+        path = str(filepath)
+        if path.endswith(".h5"):
+            from .interop import keras as keras_io
+            keras_io.load_weights(self, path)
+        else:
+            self.set_weights(load_model(path, compile=False).get_weights())
+
     def get_config(self):
         from .layers import registry
         return {"name": self.name,
@@ -450,3 +488,14 @@ class Sequential:
         for entry in cfg["layers"]:
             model.add(registry.layer_from_config(entry["class_name"], entry["config"]))
         return model
+
+
+def load_model(filepath, compile=True):
+    """Open a model file: Keras 3 ``.keras``, legacy Keras ``.h5`` (both need h5py), or grukit's
+    native format (any other name, ``.grukit`` by convention)."""
+    path = str(filepath)
+    if path.endswith((".keras", ".h5")):
+        from .interop import keras as keras_io
+        return keras_io.load_model(path, compile=compile)
+    from . import saving
+    return saving.load_model(path, compile=compile)

@@ -179,6 +179,15 @@ class RMSprop(Optimizer):
 _REGISTRY = {"adam": Adam, "sgd": SGD, "rmsprop": RMSprop}
 
 
+def from_config(config: dict) -> Optimizer:
+    """Rebuild an optimizer from :meth:`Optimizer.get_config`."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown optimizer {name!r} in a saved config; known: {sorted(_REGISTRY)}.")
+    return _REGISTRY[name](**config)
+
+
 def get(identifier) -> Optimizer:
     """An optimizer from its name (``"adam"``) or an :class:`Optimizer`."""
     if isinstance(identifier, Optimizer):

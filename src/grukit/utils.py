@@ -24,6 +24,24 @@ def rng() -> np.random.Generator:
     return _RNG
 
 
+class using_rng:
+    """Context manager: make ``generator`` grukit's shared one for a while (a model's fit uses its
+    own generator this way, so that it can be saved and training resumed exactly)."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def __enter__(self):
+        global _RNG
+        self._saved, _RNG = _RNG, self.generator
+        return self.generator
+
+    def __exit__(self, *exc):
+        global _RNG
+        _RNG = self._saved
+        return False
+
+
 def make_rng(seed=None) -> np.random.Generator:
     """A generator of its own for ``seed``, or grukit's shared one when ``seed`` is None."""
     return _RNG if seed is None else np.random.default_rng(seed)

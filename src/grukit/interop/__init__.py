@@ -1,0 +1,1 @@
+"""Weight interchange with other frameworks; each module imports its peer lazily."""
