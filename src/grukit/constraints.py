@@ -79,9 +79,13 @@ max_norm, non_neg, unit_norm, min_max_norm = MaxNorm, NonNeg, UnitNorm, MinMaxNo
 
 
 def get(identifier):
-    """None, a name ("max_norm"), or a :class:`Constraint`."""
+    """None, a name ("max_norm"), ``{"class_name": name, "config": {...}}``, or a
+    :class:`Constraint`."""
     if identifier is None or isinstance(identifier, Constraint):
         return identifier
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        cls = resolve("constraint", _REGISTRY, identifier["class_name"])
+        return cls(**identifier.get("config", {}))
     if isinstance(identifier, str):
         return resolve("constraint", _REGISTRY, identifier)()
     raise ValueError(f"Unknown constraint {identifier!r}: give 'max_norm', 'non_neg', 'unit_norm', "

@@ -179,7 +179,8 @@ class Layer:
         for option, (param, kind) in names.items():
             obj = (self.param_regularizers if kind == "reg" else self.param_constraints).get(param)
             if obj is not None:
-                cfg[option] = obj.get_config() if kind == "reg" else obj.name
+                cfg[option] = obj.get_config() if kind == "reg" else \
+                    {"class_name": obj.name, "config": obj.get_config()}
         return cfg
 
     @classmethod
