@@ -177,9 +177,11 @@ class Recurrent(Layer):
         return out
 
     def compute_mask(self, x, mask=None):
+        """The input mask passes on unchanged with return_sequences, as in Keras; even after
+        go_backwards, whose output sequence is in reversed order (Keras does not flip the mask)."""
         if mask is None or not self.return_sequences:
             return None
-        return mask[:, ::-1] if self.go_backwards else mask
+        return mask
 
     # ---- state ------------------------------------------------------------------------------
     def reset_states(self, states=None):
