@@ -140,6 +140,11 @@ class GRUCell(Cell):
             grads["recurrent_kernel"] = dU
 
 
+    def trace(self, S, ws):
+        u, a = self.units, ws["a"]
+        return {"z": a[..., :u], "r": a[..., u:2 * u], "candidate": a[..., 2 * u:], "h": S[0][1:]}
+
+
 class GRU(Recurrent):
     """Gated recurrent unit layer (Keras ``GRU``). See the module docstring for the equations.
 

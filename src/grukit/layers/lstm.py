@@ -80,6 +80,12 @@ class LSTMCell(Cell):
                                      @ ws["dxp"].reshape(T * B, -1))
 
 
+    def trace(self, S, ws):
+        u, a = self.units, ws["a"]
+        return {"i": a[..., :u], "f": a[..., u:2 * u], "g": a[..., 2 * u:3 * u],
+                "c": S[1][1:], "o": a[..., 3 * u:], "h": S[0][1:]}
+
+
 class LSTM(Recurrent):
     """Long short-term memory layer (Keras ``LSTM``). See the module docstring for the equations.
 

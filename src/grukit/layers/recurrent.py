@@ -101,6 +101,10 @@ class Cell:
     def recurrent_grads(self, S, ws, grads):
         raise NotImplementedError
 
+    def trace(self, S, ws):
+        """Per-step values by name, each (T, B, units) in processing order."""
+        return {"h": S[0][1:]}
+
 
 class Recurrent(Layer):
     """A recurrent layer: a cell scanned over time. GRU, LSTM and SimpleRNN pick the cell.
@@ -327,6 +331,29 @@ class Recurrent(Layer):
         if self.go_backwards:
             dx_tm = dx_tm[::-1]
         return dx_tm.transpose(1, 0, 2), grads, dS
+
+    # ---- explanation ------------------------------------------------------------------------
+    def trace(self, x, mask=None, initial_state=None):
+        """The gate values at every step, for inference on ``x`` (B, T, D).
+
+        Returns a dict of arrays of shape (batch, time, units), time in the input's order (also
+        with go_backwards): GRU ``z`` (update gate), ``r`` (reset gate), ``candidate`` (h~) and
+        ``h``; LSTM ``i``, ``f``, ``g`` (candidate cell), ``c`` (cell state), ``o`` and ``h``;
+        SimpleRNN ``h``.
+
+        >>> from grukit.layers import GRU
+        >>> sorted(GRU(4).trace(np.zeros((2, 3, 1))))
+        ['candidate', 'h', 'r', 'z']
+        """
+        x = self._prepare(x)
+        check_finite(f"{self.name} input", x)
+        _, (_, _, S, ws, _, _) = self.forward(x, training=False, mask=mask,
+                                              initial_state=initial_state)
+        out = {}
+        for name, v in self.cell.trace(S, ws).items():
+            v = v.transpose(1, 0, 2)
+            out[name] = np.ascontiguousarray(v[:, ::-1] if self.go_backwards else v)
+        return out
 
     # ---- config -----------------------------------------------------------------------------
     def get_config(self):
