@@ -4,9 +4,9 @@ Writing f'(x) through y lets a layer keep only the activation outputs for the ba
 
     linear      y = x                          f' = 1
     tanh        y = tanh x                     f' = 1 - y^2
-    sigmoid     y = 1 / (1 + e^-x)             f' = y (1 - y)      (computed from e = e^-|x|:
-                                                 1 / (1 + e) for x >= 0, e / (1 + e) for x < 0,
-                                                 so it neither overflows nor loses its tails)
+    sigmoid     y = 1 / (1 + e^-x)             f' = y (1 - y)      (x clamped below at -87 in
+                                                 float32, -708 in float64, so that e^-x cannot
+                                                 overflow; the tails keep full relative precision)
     hard_sigmoid y = clip(x/6 + 1/2, 0, 1)     f' = 1/6 where 0 < y < 1   (the Keras 3 form)
     relu        y = max(x, 0)                  f' = [y > 0]
     elu         y = x or e^x - 1               f' = 1 or y + 1
@@ -73,11 +73,11 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def f(self, x, out=None):
-        neg = x < 0.0                    # before out (which may be x) is overwritten
-        e = np.exp(-np.abs(x))
-        out = np.divide(1.0, 1.0 + e, out=out)
-        np.multiply(out, e, out=out, where=neg)
-        return out
+        out = np.maximum(x, -87.0 if x.dtype == np.float32 else -708.0, out=out)
+        np.negative(out, out=out)
+        np.exp(out, out=out)
+        out += 1.0
+        return np.reciprocal(out, out=out)
 
     def df(self, y):
         return y * (1.0 - y)

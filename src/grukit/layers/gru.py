@@ -44,46 +44,47 @@ class GRUCell(Cell):
 
     def workspace(self, T, B, dt):
         u = self.units
-        ws = {"a": np.empty((T, B, 3 * u), dt),        # gate values z, r, h~
-              "dxp": np.empty((T, B, 3 * u), dt)}      # dL/d(x W + b)
+        ws = {"a": np.empty((T, 3 * u, B), dt),        # gate values z, r, h~
+              "dxp": np.empty((T, 3 * u, B), dt)}      # dL/d(x W + b)
         if self.reset_after:
-            ws["hu"] = np.empty((T, B, 3 * u), dt)     # h U + b'
-            ws["dhu"] = np.empty((T, B, 3 * u), dt)    # dL/d(h U + b')
+            ws["hu"] = np.empty((T, 3 * u, B), dt)     # h U + b'
+            ws["dhu"] = np.empty((T, 3 * u, B), dt)    # dL/d(h U + b')
+            b2 = self.recurrent_bias()
+            ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[:, None])
         else:
-            ws["hu"] = np.empty((T, B, 2 * u), dt)     # h [Uz|Ur]
-            ws["rh"] = np.empty((T, B, u), dt)         # r * h
-            ws["rhu"] = np.empty((B, u), dt)           # (r * h) Uh, scratch for one step
+            ws["hu"] = np.empty((T, 2 * u, B), dt)     # h [Uz|Ur]
+            ws["rh"] = np.empty((T, u, B), dt)         # r * h
             U = self.params["recurrent_kernel"]
             ws["U_zr"] = np.ascontiguousarray(U[:, :2 * u])
             ws["U_h"] = np.ascontiguousarray(U[:, 2 * u:])
+            ws["U_zr_T"] = np.ascontiguousarray(ws["U_zr"].T)
+            ws["U_h_T"] = np.ascontiguousarray(ws["U_h"].T)
         return ws
 
     def step(self, t, xp, S, ws):
         u = self.units
-        h, h_new = S[0][t], S[0][t + 1]
-        x_t, a, hu = xp[t], ws["a"][t], ws["hu"][t]
-        zr, hh = a[:, :2 * u], a[:, 2 * u:]
+        h, h_new = S[0][t], S[0][t + 1]                 # (u, B)
+        x_t, a, hu = xp[t], ws["a"][t], ws["hu"][t]     # (3u, B) ...
+        zr, hh = a[:2 * u], a[2 * u:]
         # update and reset gates
         h_in = self.rec_input(t, S, ws)     # h, or h times the recurrent dropout mask
         if self.reset_after:
-            np.dot(h_in, self.params["recurrent_kernel"], out=hu)
-            b2 = self.recurrent_bias()
-            if b2 is not None:
-                hu += b2
+            np.dot(self.weight_T(ws), h_in, out=hu)
+            if ws["b2"] is not None:
+                hu += ws["b2"]
         else:
-            np.dot(h_in, ws["U_zr"], out=hu)
-        np.add(x_t[:, :2 * u], hu[:, :2 * u], out=zr)
+            np.dot(ws["U_zr_T"], h_in, out=hu)
+        np.add(x_t[:2 * u], hu[:2 * u], out=zr)
         self.recurrent_activation.f(zr, out=zr)
-        z, r = a[:, :u], a[:, u:2 * u]
+        z, r = a[:u], a[u:2 * u]
         # candidate
         if self.reset_after:
-            np.multiply(r, hu[:, 2 * u:], out=hh)
+            np.multiply(r, hu[2 * u:], out=hh)
         else:
             rh = ws["rh"][t]
             np.multiply(r, h_in, out=rh)
-            np.dot(rh, ws["U_h"], out=ws["rhu"])
-            np.copyto(hh, ws["rhu"])
-        hh += x_t[:, 2 * u:]
+            np.dot(ws["U_h_T"], rh, out=hh)
+        hh += x_t[2 * u:]
         self.activation.f(hh, out=hh)
         # new state: z * h + (1 - z) * h~ = h~ + z * (h - h~)
         np.subtract(h, hh, out=h_new)
@@ -95,54 +96,57 @@ class GRUCell(Cell):
         dh = dS[0]
         h = S[0][t]
         a, dxp = ws["a"][t], ws["dxp"][t]
-        z, r, hh = a[:, :u], a[:, u:2 * u], a[:, 2 * u:]
-        dz, dr, dc = dxp[:, :u], dxp[:, u:2 * u], dxp[:, 2 * u:]
+        z, r, hh = a[:u], a[u:2 * u], a[2 * u:]
+        dz, dr, dc = dxp[:u], dxp[u:2 * u], dxp[2 * u:]
         # candidate: dL/d(pre-activation of h~)
-        np.multiply(dh, 1.0 - z, out=dc)
+        np.subtract(1.0, z, out=dc)
+        dc *= dh
         dc *= self.activation.df(hh)
         # update gate
-        np.multiply(dh, h - hh, out=dz)
+        np.subtract(h, hh, out=dz)
+        dz *= dh
         dz *= self.recurrent_activation.df(z)
         if self.reset_after:
             hu, dhu = ws["hu"][t], ws["dhu"][t]
             # reset gate: r multiplies (h Uh + bh')
-            np.multiply(dc, hu[:, 2 * u:], out=dr)
+            np.multiply(dc, hu[2 * u:], out=dr)
             dr *= self.recurrent_activation.df(r)
-            dhu[:, :2 * u] = dxp[:, :2 * u]
-            np.multiply(dc, r, out=dhu[:, 2 * u:])
+            dhu[:2 * u] = dxp[:2 * u]
+            np.multiply(dc, r, out=dhu[2 * u:])
             # previous state: through z * h and through h U
             dh *= z
-            self.add_rec_grad(dh, dhu @ self.params["recurrent_kernel"].T, ws)
+            self.add_rec_grad(dh, np.dot(self.params["recurrent_kernel"], dhu), ws)
         else:
             # reset gate: r multiplies h before Uh
             h_in = h if ws.get("rmask") is None else ws["hd"][t]
-            drh = dc @ ws["U_h"].T
+            drh = np.dot(ws["U_h"], dc)
             np.multiply(drh, h_in, out=dr)
             dr *= self.recurrent_activation.df(r)
             # previous state: through z * h, through r * h and through h [Uz|Ur]
             dh *= z
-            self.add_rec_grad(dh, drh * r + dxp[:, :2 * u] @ ws["U_zr"].T, ws)
+            drh *= r
+            drh += np.dot(ws["U_zr"], dxp[:2 * u])
+            self.add_rec_grad(dh, drh, ws)
 
     def recurrent_grads(self, S, ws, grads):
         u = self.units
-        T, B = ws["a"].shape[:2]
-        h_prev = self.rec_inputs(S, ws, T, B, u)
+        T = ws["a"].shape[0]
+        h_prev = self.feature_major(self.rec_inputs(S, ws, T))         # (u, T*B)
         if self.reset_after:
-            dhu2 = ws["dhu"].reshape(T * B, 3 * u)
-            grads["recurrent_kernel"] = h_prev.T @ dhu2
+            dhu2 = self.step_major(ws["dhu"])                           # (T*B, 3u)
+            grads["recurrent_kernel"] = h_prev @ dhu2
             if "bias" in grads:
                 grads["bias"] = np.stack([grads["bias"], dhu2.sum(axis=0)])
         else:
-            dxp2 = ws["dxp"].reshape(T * B, 3 * u)
+            dxp = ws["dxp"]
             dU = np.empty_like(self.params["recurrent_kernel"])
-            dU[:, :2 * u] = h_prev.T @ dxp2[:, :2 * u]
-            dU[:, 2 * u:] = ws["rh"].reshape(T * B, u).T @ dxp2[:, 2 * u:]
+            dU[:, :2 * u] = h_prev @ self.step_major(dxp[:, :2 * u])
+            dU[:, 2 * u:] = self.feature_major(ws["rh"]) @ self.step_major(dxp[:, 2 * u:])
             grads["recurrent_kernel"] = dU
-
 
     def trace(self, S, ws):
         u, a = self.units, ws["a"]
-        return {"z": a[..., :u], "r": a[..., u:2 * u], "candidate": a[..., 2 * u:], "h": S[0][1:]}
+        return {"z": a[:, :u], "r": a[:, u:2 * u], "candidate": a[:, 2 * u:], "h": S[0][1:]}
 
 
 class GRU(Recurrent):

@@ -26,9 +26,9 @@ class LSTMCell(Cell):
 
     def workspace(self, T, B, dt):
         u = self.units
-        return {"a": np.empty((T, B, 4 * u), dt),     # gate values i, f, g, o
-                "tc": np.empty((T, B, u), dt),        # f(c_t)
-                "dxp": np.empty((T, B, 4 * u), dt)}   # dL/d(pre-activations)
+        return {"a": np.empty((T, 4 * u, B), dt),     # gate values i, f, g, o
+                "tc": np.empty((T, u, B), dt),        # f(c_t)
+                "dxp": np.empty((T, 4 * u, B), dt)}   # dL/d(pre-activations)
 
     def step(self, t, xp, S, ws):
         u = self.units
@@ -36,11 +36,11 @@ class LSTMCell(Cell):
         h_new, c_new = S[0][t + 1], S[1][t + 1]
         a, tc = ws["a"][t], ws["tc"][t]
         # all four pre-activations: x W + b + h U
-        np.dot(self.rec_input(t, S, ws), self.params["recurrent_kernel"], out=a)
+        np.dot(self.weight_T(ws), self.rec_input(t, S, ws), out=a)
         a += xp[t]
-        i, f, g, o = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
+        i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
         # gates
-        self.recurrent_activation.f(a[:, :2 * u], out=a[:, :2 * u])
+        self.recurrent_activation.f(a[:2 * u], out=a[:2 * u])
         self.recurrent_activation.f(o, out=o)
         self.activation.f(g, out=g)
         # cell and hidden state
@@ -54,8 +54,8 @@ class LSTMCell(Cell):
         dh, dc = dS
         c = S[1][t]
         a, tc, dxp = ws["a"][t], ws["tc"][t], ws["dxp"][t]
-        i, f, g, o = a[:, :u], a[:, u:2 * u], a[:, 2 * u:3 * u], a[:, 3 * u:]
-        di, df, dg, do = dxp[:, :u], dxp[:, u:2 * u], dxp[:, 2 * u:3 * u], dxp[:, 3 * u:]
+        i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
+        di, df, dg, do = dxp[:u], dxp[u:2 * u], dxp[2 * u:3 * u], dxp[3 * u:]
         # output gate
         np.multiply(dh, tc, out=do)
         do *= self.recurrent_activation.df(o)
@@ -70,20 +70,19 @@ class LSTMCell(Cell):
         df *= self.recurrent_activation.df(f)
         # previous states
         dc *= f
-        np.dot(dxp, self.params["recurrent_kernel"].T, out=dh)
+        np.dot(self.params["recurrent_kernel"], dxp, out=dh)
         if ws.get("rmask") is not None:
             dh *= ws["rmask"]
 
     def recurrent_grads(self, S, ws, grads):
-        T, B = ws["a"].shape[:2]
-        grads["recurrent_kernel"] = (self.rec_inputs(S, ws, T, B, self.units).T
-                                     @ ws["dxp"].reshape(T * B, -1))
-
+        T = ws["a"].shape[0]
+        grads["recurrent_kernel"] = (self.feature_major(self.rec_inputs(S, ws, T))
+                                     @ self.step_major(ws["dxp"]))
 
     def trace(self, S, ws):
         u, a = self.units, ws["a"]
-        return {"i": a[..., :u], "f": a[..., u:2 * u], "g": a[..., 2 * u:3 * u],
-                "c": S[1][1:], "o": a[..., 3 * u:], "h": S[0][1:]}
+        return {"i": a[:, :u], "f": a[:, u:2 * u], "g": a[:, 2 * u:3 * u],
+                "c": S[1][1:], "o": a[:, 3 * u:], "h": S[0][1:]}
 
 
 class LSTM(Recurrent):

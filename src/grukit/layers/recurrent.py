@@ -5,8 +5,11 @@ around it: the input projection for all steps at once, the state buffers, return
 return_state / go_backwards / stateful / initial_state, masks, dropout masks, and the weight
 gradients as one matmul each after the loop.
 
-Buffers are time-major. ``S[k]`` has shape (T+1, B, units): ``S[k][0]`` is the initial value of
-state k and ``S[k][t+1]`` its value after step t, so the output sequence is ``S[0][1:]``.
+Buffers are time-major and, inside a step, feature-major: ``S[k]`` has shape (T+1, units, B),
+``S[k][0]`` is the initial value of state k and ``S[k][t+1]`` its value after step t, so the output
+sequence is ``S[0][1:]``; the projected inputs ``xp`` are (T, G, B) with one block of ``units``
+rows per gate. Every per-step slice (a gate, a state) is then one contiguous block, which keeps
+the elementwise work of a step fast; the transposes happen once per sequence, outside the loop.
 
 Masks (Keras's semantics): where ``mask[b, t]`` is False, step t leaves every state of sequence b
 as it was, so its output repeats the previous one (zeros instead with ``zero_output_for_mask``):
@@ -19,7 +22,7 @@ previous state h where it enters the recurrent matmul (not where it is carried t
 
 The cell contract (see :class:`Cell`):
     ``project_inputs(x)``            x (T*B, D) -> xp (T*B, G): x @ kernel (+ input bias), all steps
-    ``workspace(T, B)``              the per-step caches the cell fills, preallocated
+    ``workspace(T, B)``              the per-step caches the cell fills, preallocated, (T, ., B)
     ``step(t, xp, S, ws)``           reads S[k][t], writes S[k][t+1] and ws[...][t]
     ``step_backward(t, xp, S, ws, dS)``
                                      dS[k] holds dL/dS[k][t+1]; writes dL/dxp into ws["dxp"][t]
@@ -84,10 +87,27 @@ class Cell:
             dh += dhin * mr
 
     @staticmethod
-    def rec_inputs(S, ws, T, B, u):
-        """All steps' recurrent-matmul inputs as (T*B, u), for the recurrent kernel's gradient."""
-        src = ws["hd"] if ws.get("rmask") is not None else S[0][:T]
-        return src.reshape(T * B, u)
+    def rec_inputs(S, ws, T):
+        """All steps' recurrent-matmul inputs, (T, units, B)."""
+        return ws["hd"] if ws.get("rmask") is not None else S[0][:T]
+
+    @staticmethod
+    def step_major(a):
+        """(T, F, B) -> (T*B, F): rows (step, sample), for a weight gradient as one matmul."""
+        T, F, B = a.shape
+        return a.transpose(0, 2, 1).reshape(T * B, F)
+
+    @staticmethod
+    def feature_major(a):
+        """(T, F, B) -> (F, T*B)."""
+        T, F, B = a.shape
+        return a.transpose(1, 0, 2).reshape(F, T * B)
+
+    def weight_T(self, ws):
+        """recurrent_kernel transposed, (G, units), contiguous: h U as U^T h in this layout."""
+        if "U_T" not in ws:
+            ws["U_T"] = np.ascontiguousarray(self.params["recurrent_kernel"].T)
+        return ws["U_T"]
 
     def workspace(self, T, B, dtype):
         raise NotImplementedError
@@ -102,7 +122,7 @@ class Cell:
         raise NotImplementedError
 
     def trace(self, S, ws):
-        """Per-step values by name, each (T, B, units) in processing order."""
+        """Per-step values by name, each (T, units, B) in processing order."""
         return {"h": S[0][1:]}
 
 
@@ -250,34 +270,37 @@ class Recurrent(Layer):
             dropout_masks = self.dropout_masks(B, D, dt)
         din, drec = dropout_masks if dropout_masks is not None else (None, None)
         x_in = x_tm if din is None else x_tm * din
-        xp = cell.project_inputs(x_in.reshape(T * B, D)).reshape(T, B, -1)
-        S = [np.empty((T + 1, B, u), dt) for _ in range(cell.n_states)]
+        xp = cell.project_inputs(x_in.reshape(T * B, D))               # (T*B, G)
+        xp = np.ascontiguousarray(xp.reshape(T, B, -1).transpose(0, 2, 1))   # (T, G, B)
+        S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         init = self._initial_states(initial_state, B)
         for k in range(cell.n_states):
-            S[k][0] = 0.0 if init is None else init[k]
+            S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
         ws = cell.workspace(T, B, dt)
         if drec is not None:
-            ws["rmask"], ws["hd"] = drec, np.empty((T, B, u), dt)
+            ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
+        if m_tm is not None:
+            m_tm = m_tm.transpose(0, 2, 1)                                 # (T, 1, B)
         for t in range(T):
             cell.step(t, xp, S, ws)
             if m_tm is not None:
                 for s in S:
                     np.copyto(s[t + 1], s[t], where=~m_tm[t])
         if self.stateful:
-            self.states = [s[-1].copy() for s in S]
+            self.states = [s[-1].T.copy() for s in S]
         cache = (x_in, xp, S, ws, m_tm, din)
         return self._outputs(S, m_tm), cache
 
     def _outputs(self, S, m_tm):
-        h = S[0][1:]
+        h = S[0][1:]                                                        # (T, u, B)
         if self.return_sequences:
             if self.zero_output_for_mask and m_tm is not None:
                 h = h * m_tm
-            y = h.transpose(1, 0, 2)
+            y = np.ascontiguousarray(h.transpose(2, 0, 1))                  # (B, T, u)
         else:
-            y = h[-1]
+            y = np.ascontiguousarray(h[-1].T)
         if self.return_state:
-            return [y] + [s[-1] for s in S]
+            return [y] + [np.ascontiguousarray(s[-1].T) for s in S]
         return y
 
     # ---- backward ---------------------------------------------------------------------------
@@ -295,16 +318,16 @@ class Recurrent(Layer):
             dy, *dfinal = dy
         else:
             dfinal = [None] * cell.n_states
-        dS = [np.zeros((B, self.units), S[0].dtype) for _ in range(cell.n_states)]
+        dS = [np.zeros((self.units, B), S[0].dtype) for _ in range(cell.n_states)]
         for k, d in enumerate(dfinal):
             if d is not None:
-                dS[k] += d
+                dS[k] += d.T
         if self.return_sequences:
-            dy_tm = dy.transpose(1, 0, 2)
+            dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0))            # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
-                dy_tm = dy_tm * m_tm
+                dy_tm *= m_tm
         else:
-            dS[0] += dy
+            dS[0] += dy.T
         for t in range(T - 1, -1, -1):
             if self.return_sequences:
                 dS[0] += dy_tm[t]
@@ -320,7 +343,7 @@ class Recurrent(Layer):
             for d, c in zip(dS, carried):
                 d += c
         # weight gradients: one matmul each, over all steps
-        dxp2 = ws["dxp"].reshape(T * B, -1)
+        dxp2 = cell.step_major(ws["dxp"])                                  # (T*B, G)
         grads = {"kernel": x_in.reshape(T * B, D).T @ dxp2}
         if self.use_bias:
             grads["bias"] = dxp2.sum(axis=0)
@@ -330,7 +353,7 @@ class Recurrent(Layer):
             dx_tm *= din
         if self.go_backwards:
             dx_tm = dx_tm[::-1]
-        return dx_tm.transpose(1, 0, 2), grads, dS
+        return dx_tm.transpose(1, 0, 2), grads, [d.T for d in dS]
 
     # ---- explanation ------------------------------------------------------------------------
     def trace(self, x, mask=None, initial_state=None):
@@ -351,7 +374,7 @@ class Recurrent(Layer):
                                               initial_state=initial_state)
         out = {}
         for name, v in self.cell.trace(S, ws).items():
-            v = v.transpose(1, 0, 2)
+            v = v.transpose(2, 0, 1)                                        # (B, T, u)
             out[name] = np.ascontiguousarray(v[:, ::-1] if self.go_backwards else v)
         return out
 

@@ -17,25 +17,25 @@ class SimpleRNNCell(Cell):
     gates = 1
 
     def workspace(self, T, B, dt):
-        return {"dxp": np.empty((T, B, self.units), dt)}
+        return {"dxp": np.empty((T, self.units, B), dt)}
 
     def step(self, t, xp, S, ws):
         h_new = S[0][t + 1]
-        np.dot(self.rec_input(t, S, ws), self.params["recurrent_kernel"], out=h_new)
+        np.dot(self.weight_T(ws), self.rec_input(t, S, ws), out=h_new)
         h_new += xp[t]
         self.activation.f(h_new, out=h_new)
 
     def step_backward(self, t, xp, S, ws, dS):
         dpre = ws["dxp"][t]
         np.multiply(dS[0], self.activation.df(S[0][t + 1]), out=dpre)
-        np.dot(dpre, self.params["recurrent_kernel"].T, out=dS[0])
+        np.dot(self.params["recurrent_kernel"], dpre, out=dS[0])
         if ws.get("rmask") is not None:
             dS[0] *= ws["rmask"]
 
     def recurrent_grads(self, S, ws, grads):
-        T, B = ws["dxp"].shape[:2]
-        grads["recurrent_kernel"] = (self.rec_inputs(S, ws, T, B, self.units).T
-                                     @ ws["dxp"].reshape(T * B, -1))
+        T = ws["dxp"].shape[0]
+        grads["recurrent_kernel"] = (self.feature_major(self.rec_inputs(S, ws, T))
+                                     @ self.step_major(ws["dxp"]))
 
 
 class SimpleRNN(Recurrent):
