@@ -329,7 +329,8 @@ def test_grukit_loads_and_reexports_torch_model(tmp_path):
 
 # ---- export refusals ----------------------------------------------------------------------------
 @pytest.mark.parametrize("layers, match", [
-    (lambda: [Masking(0.0, input_shape=(T, D)), GRU(3)], r"'masking' \(Masking\) is not supp"),
+    (lambda: [Masking(0.0, input_shape=(T, D), name="pad"), GRU(3)],
+     r"'pad' \(Masking\) is not supp"),
     (lambda: [GRU(3, return_state=True, input_shape=(T, D))], "return_state=True"),
     (lambda: [GRU(3, stateful=True, input_shape=(T, D))], "stateful=True"),
     (lambda: [Bidirectional(GRU(3), merge_mode=None, input_shape=(T, D))], "merge_mode=None"),

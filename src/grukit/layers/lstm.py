@@ -17,6 +17,7 @@ recurrent_kernel U (u, 4u) and bias b (4u,):
 """
 import numpy as np
 
+from .. import fused
 from .recurrent import Cell, Recurrent
 
 
@@ -37,6 +38,9 @@ class LSTMCell(Cell):
         a, tc = ws["a"][t], ws["tc"][t]
         # all four pre-activations: x W + b + h U
         np.dot(self.weight_T(ws), self.rec_input(t, S, ws), out=a)
+        if ws["fused"]:
+            fused.lstm_step(*self.codes, xp[t], a, c, c_new, tc, h_new)
+            return
         a += xp[t]
         i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
         # gates
@@ -50,10 +54,20 @@ class LSTMCell(Cell):
         np.multiply(o, tc, out=h_new)
 
     def step_backward(self, t, xp, S, ws, dS):
-        u = self.units
         dh, dc = dS
         c = S[1][t]
         a, tc, dxp = ws["a"][t], ws["tc"][t], ws["dxp"][t]
+        if ws["fused"]:
+            fused.lstm_backward(*self.codes, dh, dc, c, a, tc, dxp)
+        else:
+            self._gates_backward(dh, dc, c, a, tc, dxp)
+        # previous states
+        np.dot(self.params["recurrent_kernel"], dxp, out=dh)
+        if ws.get("rmask") is not None:
+            dh *= ws["rmask"]
+
+    def _gates_backward(self, dh, dc, c, a, tc, dxp):
+        u = self.units
         i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
         di, df, dg, do = dxp[:u], dxp[u:2 * u], dxp[2 * u:3 * u], dxp[3 * u:]
         # output gate
@@ -68,11 +82,8 @@ class LSTMCell(Cell):
         dg *= self.activation.df(g)
         np.multiply(dc, c, out=df)
         df *= self.recurrent_activation.df(f)
-        # previous states
+        # previous cell state
         dc *= f
-        np.dot(self.params["recurrent_kernel"], dxp, out=dh)
-        if ws.get("rmask") is not None:
-            dh *= ws["rmask"]
 
     def recurrent_grads(self, S, ws, grads):
         T = ws["a"].shape[0]
