@@ -31,10 +31,3 @@ def float64():
 def rng():
     return np.random.default_rng(0)
 
-
-@pytest.fixture(params=["numba", "numpy"])
-def kernels(request):
-    """Run a test on both step paths: the compiled kernels and the NumPy code."""
-    config.set_kernels(request.param)
-    yield request.param
-    config.set_kernels("auto")

@@ -10,11 +10,6 @@ from gradcheck import check_layer, numeric_grad, rel_error
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _both_paths(kernels):
-    """Every check runs on the compiled kernels and on the NumPy path."""
-
-
 def randomize(layer, rng, scale=0.5):
     for p in layer.params.values():
         p[...] = rng.standard_normal(p.shape) * scale

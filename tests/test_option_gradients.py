@@ -11,11 +11,6 @@ from grukit.models import Sequential
 from gradcheck import check_layer, numeric_grad, rel_error
 
 TOL = 1e-6
-
-
-@pytest.fixture(autouse=True)
-def _both_paths(kernels):
-    """Every check runs on the compiled kernels and on the NumPy path."""
 CELLS = {"gru": lambda **kw: GRU(3, **kw), "gru_v1": lambda **kw: GRU(3, reset_after=False, **kw),
          "lstm": lambda **kw: LSTM(3, **kw), "rnn": lambda **kw: SimpleRNN(3, **kw)}
 

@@ -1,4 +1,6 @@
-"""The ``grukit`` command line (also ``python -m grukit``)."""
+"""The ``grukit`` command line (also ``python -m grukit``): ``demo``, ``forecast``, ``predict``,
+``explain``. Every error, from a bad option to bad data, ends the command with one line on stderr
+(``grukit <command>: error: ...``) and exit code 2; no traceback."""
 import argparse
 import sys
 
@@ -13,27 +15,54 @@ def _positive_int(text):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each usage error on one line that points to --help."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="grukit", description="Recurrent networks on NumPy.")
+    parser = _Parser(prog="grukit", description="Recurrent networks on NumPy.")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"grukit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="the seed's experiment: SimpleRNN vs LSTM vs GRU")
     demo.add_argument("--seeds", type=_positive_int, default=5, help="runs per model (default 5)")
     demo.add_argument("--epochs", type=_positive_int, default=200, help="epochs (default 200)")
     demo.add_argument("--units", type=_positive_int, default=32, help="recurrent units (default 32)")
+    from .forecast.commands import add_commands
+    parser._subcommands = {"demo": demo, **add_commands(sub)}
     return parser
 
 
+def _one_line(e):
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename!r}" if e.filename else ""
+        return f"{e.strerror}{where}; check the path and its permissions."
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser._subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    from .forecast._optional import MissingExtraError
     try:
         if args.command == "demo":
             from . import demo
             demo.run(seeds=args.seeds, epochs=args.epochs, units=args.units)
-    except ValueError as e:
-        print(f"grukit {args.command}: error: {e}", file=sys.stderr)
+        else:
+            from .forecast.commands import run
+            return run(args)
+    except (ValueError, OSError, MissingExtraError) as e:
+        print(f"grukit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"grukit {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -28,27 +28,3 @@ def dtype() -> np.dtype:
     """The current float type as a NumPy dtype."""
     return np.dtype(_FLOATX)
 
-
-_KERNELS = "auto"
-_KERNEL_CHOICES = ("auto", "numpy", "numba")
-
-
-def set_kernels(value: str) -> None:
-    """Choose the step kernels: "numba" (compiled, needs numba), "numpy", or "auto" (numba when
-    it is installed). Both compute the same equations; see grukit.fused."""
-    global _KERNELS
-    if value not in _KERNEL_CHOICES:
-        raise ValueError(f"set_kernels: unknown choice {value!r}; use one of {_KERNEL_CHOICES}.")
-    if value == "numba":
-        from . import fused
-        if not fused.AVAILABLE:
-            raise ValueError("set_kernels('numba') needs numba: pip install 'grukit[fast]'.")
-    _KERNELS = value
-
-
-def kernels() -> str:
-    """The kernels in use now: "numba" or "numpy"."""
-    if _KERNELS == "numpy":
-        return "numpy"
-    from . import fused
-    return "numba" if fused.AVAILABLE else "numpy"

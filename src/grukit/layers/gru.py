@@ -20,7 +20,6 @@ With reset_after=False it is (3u,). The seed's update gate u is 1 - z: h_t = u *
 """
 import numpy as np
 
-from .. import fused
 from .recurrent import Cell, Recurrent
 
 
@@ -55,7 +54,6 @@ class GRUCell(Cell):
         else:
             ws["hu"] = np.empty((T, 2 * u, B), dt)     # h [Uz|Ur]
             ws["rh"] = np.empty((T, u, B), dt)         # r * h
-            ws["rhu"] = np.empty((u, B), dt)           # (r * h) Uh, one step (compiled path)
             U = self.params["recurrent_kernel"]
             ws["U_zr"] = np.ascontiguousarray(U[:, :2 * u])
             ws["U_h"] = np.ascontiguousarray(U[:, 2 * u:])
@@ -76,14 +74,6 @@ class GRUCell(Cell):
                 hu += ws["b2"]
         else:
             np.dot(ws["U_zr_T"], h_in, out=hu)
-        if ws["fused"]:
-            fc, rc = self.codes
-            fused.gru_gates(fc, rc, x_t, hu, h, a, h_new, self.reset_after)
-            if not self.reset_after:
-                np.multiply(a[u:2 * u], h_in, out=ws["rh"][t])
-                np.dot(ws["U_h_T"], ws["rh"][t], out=ws["rhu"])
-                fused.gru_candidate(fc, x_t, ws["rhu"], h, a, h_new)
-            return
         np.add(x_t[:2 * u], hu[:2 * u], out=zr)
         self.recurrent_activation.f(zr, out=zr)
         z, r = a[:u], a[u:2 * u]
@@ -108,20 +98,6 @@ class GRUCell(Cell):
         a, dxp = ws["a"][t], ws["dxp"][t]
         z, r, hh = a[:u], a[u:2 * u], a[2 * u:]
         dz, dr, dc = dxp[:u], dxp[u:2 * u], dxp[2 * u:]
-        if ws["fused"]:
-            fc, rc = self.codes
-            if self.reset_after:
-                dhu = ws["dhu"][t]
-                fused.gru_backward(fc, rc, dh, h, a, ws["hu"][t], dxp, dhu, True)
-                self.add_rec_grad(dh, np.dot(self.params["recurrent_kernel"], dhu), ws)
-            else:
-                fused.gru_backward(fc, rc, dh, h, a, a, dxp, dxp, False)
-                drh = np.dot(ws["U_h"], dc)
-                fused.gru_reset_backward(rc, drh, h if ws.get("rmask") is None else ws["hd"][t],
-                                         a, dxp)
-                drh += np.dot(ws["U_zr"], dxp[:2 * u])
-                self.add_rec_grad(dh, drh, ws)
-            return
         # candidate: dL/d(pre-activation of h~)
         np.subtract(1.0, z, out=dc)
         dc *= dh

@@ -17,7 +17,6 @@ recurrent_kernel U (u, 4u) and bias b (4u,):
 """
 import numpy as np
 
-from .. import fused
 from .recurrent import Cell, Recurrent
 
 
@@ -38,9 +37,6 @@ class LSTMCell(Cell):
         a, tc = ws["a"][t], ws["tc"][t]
         # all four pre-activations: x W + b + h U
         np.dot(self.weight_T(ws), self.rec_input(t, S, ws), out=a)
-        if ws["fused"]:
-            fused.lstm_step(*self.codes, xp[t], a, c, c_new, tc, h_new)
-            return
         a += xp[t]
         i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
         # gates
@@ -57,10 +53,7 @@ class LSTMCell(Cell):
         dh, dc = dS
         c = S[1][t]
         a, tc, dxp = ws["a"][t], ws["tc"][t], ws["dxp"][t]
-        if ws["fused"]:
-            fused.lstm_backward(*self.codes, dh, dc, c, a, tc, dxp)
-        else:
-            self._gates_backward(dh, dc, c, a, tc, dxp)
+        self._gates_backward(dh, dc, c, a, tc, dxp)
         # previous states
         np.dot(self.params["recurrent_kernel"], dxp, out=dh)
         if ws.get("rmask") is not None:

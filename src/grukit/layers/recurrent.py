@@ -31,7 +31,7 @@ The cell contract (see :class:`Cell`):
 """
 import numpy as np
 
-from .. import activations, config, initializers
+from .. import activations, initializers
 from ..utils import check_finite, make_rng
 from .base import Layer
 
@@ -52,9 +52,6 @@ class Cell:
                                  "an elementwise function such as 'tanh' or 'sigmoid'.")
         self.use_bias = use_bias
         self.params = None   # the layer's params dict, set by bind()
-        from .. import fused
-        # activation codes for the compiled kernels (grukit.fused)
-        self.codes = (fused.CODES[self.activation.name], fused.CODES[self.recurrent_activation.name])
 
     def bind(self, params):
         self.params = params
@@ -280,7 +277,6 @@ class Recurrent(Layer):
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
         ws = cell.workspace(T, B, dt)
-        ws["fused"] = config.kernels() == "numba"
         if drec is not None:
             ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
         if m_tm is not None:
