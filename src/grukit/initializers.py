@@ -106,34 +106,21 @@ class VarianceScaling(Initializer):
         return out.astype(dtype)
 
 
-def GlorotUniform(seed=None):
-    init = VarianceScaling(1.0, "fan_avg", "uniform", seed)
-    init.name = "glorot_uniform"
-    return init
+def _scaling(name, scale, mode, distribution):
+    """A named member of the VarianceScaling family (Keras's definitions)."""
+    def make(seed=None):
+        init = VarianceScaling(scale, mode, distribution, seed)
+        init.name = name
+        return init
+    make.__name__ = name
+    return make
 
 
-def GlorotNormal(seed=None):
-    init = VarianceScaling(1.0, "fan_avg", "truncated_normal", seed)
-    init.name = "glorot_normal"
-    return init
-
-
-def HeUniform(seed=None):
-    init = VarianceScaling(2.0, "fan_in", "uniform", seed)
-    init.name = "he_uniform"
-    return init
-
-
-def HeNormal(seed=None):
-    init = VarianceScaling(2.0, "fan_in", "truncated_normal", seed)
-    init.name = "he_normal"
-    return init
-
-
-def LecunNormal(seed=None):
-    init = VarianceScaling(1.0, "fan_in", "truncated_normal", seed)
-    init.name = "lecun_normal"
-    return init
+GlorotUniform = _scaling("glorot_uniform", 1.0, "fan_avg", "uniform")
+GlorotNormal = _scaling("glorot_normal", 1.0, "fan_avg", "truncated_normal")
+HeUniform = _scaling("he_uniform", 2.0, "fan_in", "uniform")
+HeNormal = _scaling("he_normal", 2.0, "fan_in", "truncated_normal")
+LecunNormal = _scaling("lecun_normal", 1.0, "fan_in", "truncated_normal")
 
 
 class Orthogonal(Initializer):
