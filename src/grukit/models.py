@@ -329,6 +329,9 @@ class Sequential:
                   cbs):
         n = len(x)
         g = rng()
+        # only callbacks that look at batches are called per batch
+        batch_cbs = [cb for cb in cbs if type(cb).on_train_batch_end
+                     is not callbacks_module.Callback.on_train_batch_end]
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
@@ -349,9 +352,8 @@ class Sequential:
                 loss_sum += float(loss) * len(xb)
                 for m in mets:
                     m.update(yb, y_pred)
-                if cbs and len(cbs) > 1:
-                    for cb in cbs:
-                        cb.on_train_batch_end(b, {"loss": float(loss)})
+                for cb in batch_cbs:
+                    cb.on_train_batch_end(b, {"loss": float(loss)})
                 if self.stop_training:
                     break
             logs = {"loss": loss_sum / n if not self.stop_training else float(loss)}
