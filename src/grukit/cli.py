@@ -1,7 +1,9 @@
 """The ``grukit`` command line (also ``python -m grukit``): ``demo``, ``forecast``, ``predict``,
 ``explain``. Every error, from a bad option to bad data, ends the command with one line on stderr
-(``grukit <command>: error: ...``) and exit code 2; no traceback."""
+(``grukit <command>: error: ...``) and exit code 2; no traceback (set GRUKIT_TRACEBACK=1 to see
+one)."""
 import argparse
+import os
 import sys
 
 
@@ -58,6 +60,8 @@ def main(argv=None):
             from .forecast.commands import run
             return run(args)
     except (ValueError, OSError, MissingExtraError) as e:
+        if os.environ.get("GRUKIT_TRACEBACK"):     # for debugging: the full traceback
+            raise
         print(f"grukit {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Optional extras of the forecasting tools (pandas, tqdm, matplotlib), imported where they are used.
+"""Optional extras of the forecasting tools (pandas, tqdm, matplotlib), imported where used.
 
 grukit itself needs only NumPy; ``grukit forecast``, ``predict`` and ``explain`` also read CSV
 files with pandas, draw a progress bar with tqdm and plots with matplotlib. A missing one raises

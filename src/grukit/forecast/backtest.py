@@ -17,8 +17,9 @@ Metrics, for actual values ``a`` and forecasts ``f`` (arrays of any shape):
   ``|a| + |f| = 0`` counts 0)
 - ``MASE  = MAE / scale``, ``scale = mean(|y[t] - y[t-m]|)`` over the training part (the in-sample
   MAE of the seasonal-naive one-step forecast, Hyndman & Koehler 2006). MASE < 1: better than
-  that in-sample baseline. With a training part of ``m`` values or fewer, or a zero scale, the
-  non-seasonal naive (``m = 1``) is used and the returned season says so.
+  that in-sample baseline. With a training part of ``m`` values or fewer, or a zero scale (a
+  series that repeats its season exactly), the non-seasonal naive (``m = 1``) is used and the
+  returned season says so; with no usable scale at all (a constant series) MASE is NaN.
 
 >>> import numpy as np
 >>> round(mae(np.array([1.0, 2.0]), np.array([2.0, 2.0])), 3)
@@ -46,10 +47,11 @@ def mase_scale(train, season):
     """(scale, season used): the in-sample seasonal-naive MAE of ``train`` (see the module
     docstring); falls back to the one-step naive MAE when the season cannot be used."""
     train = np.asarray(train, float)
+    tiny = 1e-9 * float(np.max(np.abs(train))) if len(train) else 0.0   # rounding, not signal
     for m in ((season, 1) if season > 1 else (1,)):
         if len(train) > m:
             scale = float(np.mean(np.abs(train[m:] - train[:-m])))
-            if scale > 0:
+            if scale > tiny:
                 return scale, m
     return float("nan"), 1
 

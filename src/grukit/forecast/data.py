@@ -27,6 +27,7 @@ says what is wrong and how to fix it.
 """
 import io
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,14 +159,15 @@ def infer_axis(parts):
     vals, counts = np.unique(d, return_counts=True)
     step = vals[np.argmax(counts)]
     days = step / _DAY
-    midnight = bool(np.all(u == u.astype("datetime64[D]")))
-    if midnight and 28 <= days <= 31:
+    tod = u - u.astype("datetime64[D]")
+    same_time = bool(np.all(tod == tod[0]))      # one time of day throughout (usually 00:00)
+    if same_time and 28 <= days <= 31:
         freq = "M"
-    elif midnight and 89 <= days <= 92:
+    elif same_time and 89 <= days <= 92:
         freq = "Q"
-    elif midnight and 365 <= days <= 366:
+    elif same_time and 365 <= days <= 366:
         freq = "Y"
-    elif midnight and days == 1:
+    elif same_time and days == 1:
         weekday = (u.astype("datetime64[D]").astype(np.int64) + 3) % 7     # Monday = 0
         three = np.any(d == 3 * _DAY)
         freq = "B" if (weekday < 5).all() and three else "D"
@@ -197,7 +199,7 @@ class Series:
 
     @property
     def name(self):
-        return "series" if self.id is None else f"series {self.id!r}"
+        return "the series" if self.id is None else f"series {self.id!r}"
 
     def labels(self, i=None, j=None):
         """Timestamps of values[i:j]."""
@@ -265,10 +267,14 @@ def read_table(path):
     return frame, label
 
 
-def _column(frame, name, option, label):
+def _column(frame, name, option, label, saved):
     if name is None:
         return None
     if name not in frame.columns:
+        if saved:
+            raise ForecastError(f"the model's {option[2:]} column {name!r} is not in {label} (its "
+                                f"columns are: {', '.join(frame.columns)}); give data with the "
+                                f"same columns, or name the column with {option}.")
         raise ForecastError(f"column {name!r} (from {option}) is not in {label}; its columns are: "
                             f"{', '.join(frame.columns)}.")
     return name
@@ -281,7 +287,7 @@ def _numbers(frame, col):
     num = pd.to_numeric(raw, errors="coerce")
     bad = num.isna() & raw.notna()
     first_bad = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else None
-    return num.to_numpy(dtype=float), first_bad
+    return np.array(num.to_numpy(dtype=float), copy=True), first_bad
 
 
 def _is_numeric(frame, col):
@@ -299,6 +305,16 @@ def _pick_time(frame, exclude):
     return None
 
 
+# tried in turn until one parses every timestamp: ISO 8601 (1949-01, 1949-01-31, 2020-01-01 10:00),
+# common month and day formats (month-first before day-first where both fit), then pandas' own
+# inference, month-first and day-first, and finally UTC for mixed time zones
+_DATE_ATTEMPTS = ([{"format": "ISO8601"}]
+                  + [{"format": f} for f in ("%b-%y", "%b %Y", "%B %Y", "%b-%Y", "%Y-%b", "%Y %b",
+                                             "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d",
+                                             "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M", "%Y%m%d")]
+                  + [{}, {"dayfirst": True}, {"format": "ISO8601", "utc": True}])
+
+
 def _parse_times(frame, col, label):
     """(times as datetime64[ns] or float array, kind) for the time column ``col``."""
     pd = pandas()
@@ -308,10 +324,12 @@ def _parse_times(frame, col, label):
         return nums, "numeric"
     present = raw.notna().to_numpy()
     best = None
-    for kw in ({"format": "ISO8601"}, {}):
+    for kw in _DATE_ATTEMPTS:
         try:
-            parsed = pd.to_datetime(raw, errors="coerce", **kw)
-        except (ValueError, TypeError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parsed = pd.to_datetime(raw, errors="coerce", **kw)
+        except (ValueError, TypeError, OverflowError):
             continue
         misses = int((parsed.isna().to_numpy() & present).sum())
         if best is None or misses < best[0]:
@@ -327,26 +345,29 @@ def _parse_times(frame, col, label):
                             "column with --time.")
     parsed = best[1]
     if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        parsed = parsed.dt.tz_localize(None)          # keep the local wall-clock times
     return parsed.to_numpy(dtype="datetime64[ns]"), "datetime"
 
 
-def load_dataset(path=None, target=None, time=None, id=None):
+def load_dataset(path=None, target=None, time=None, id=None, saved=()):
     """Read ``path`` (None: the bundled airline passengers series) into a :class:`Dataset`.
 
-    ``target``, ``time`` and ``id`` name columns (see the module docstring for the defaults).
+    ``target``, ``time`` and ``id`` name columns (see the module docstring for the defaults);
+    ``saved`` lists those of them that come from a saved model rather than from the user, for
+    the error message when one is missing.
     Raises :class:`ForecastError` for a file that is missing or unreadable, a column that is
     absent, not numeric or all empty, and timestamps that cannot be parsed.
     """
     frame, label = read_table(path)
     notes = []
-    id_col = _column(frame, id, "--id", label)
-    target_col = _column(frame, target, "--target", label)
-    time_col = _column(frame, time, "--time", label)
+    id_col = _column(frame, id, "--id", label, "id" in saved)
+    target_col = _column(frame, target, "--target", label, "target" in saved)
+    time_col = _column(frame, time, "--time", label, "time" in saved)
     if time_col is None:
         time_col = _pick_time(frame, {target_col, id_col})
-    for a, b, oa, ob in ((time_col, target_col, "--time", "--target"),
-                         (id_col, target_col, "--id", "--target"), (id_col, time_col, "--id", "--time")):
+    pairs = ((time_col, target_col, "--time", "--target"), (id_col, target_col, "--id", "--target"),
+             (id_col, time_col, "--id", "--time"))
+    for a, b, oa, ob in pairs:
         if a is not None and a == b:
             raise ForecastError(f"column {a!r} cannot be both {oa} and {ob}; name two different "
                                 "columns.")
@@ -354,13 +375,18 @@ def load_dataset(path=None, target=None, time=None, id=None):
         target_col = _pick_target(frame, {time_col, id_col}, label, notes)
     values, bad = _numbers(frame, target_col)
     if bad is not None:
-        raise ForecastError(f"the target column {target_col!r} is not numeric ({frame[target_col].iloc[bad]!r} "
-                            f"on line {bad + 2} of {label}); fix the value or choose a column of "
-                            "numbers with --target.")
+        cell = frame[target_col].iloc[bad]
+        raise ForecastError(f"the target column {target_col!r} is not numeric ({cell!r} on line "
+                            f"{bad + 2} of {label}); fix the value or choose a column of numbers "
+                            "with --target.")
     if np.isnan(values).all():
         raise ForecastError(f"the target column {target_col!r} has no values (all empty or NaN); "
                             "fill it in or choose another column with --target.")
-    values[~np.isfinite(values)] = np.nan
+    n_inf = int(np.isinf(values).sum())
+    if n_inf:
+        values[np.isinf(values)] = np.nan
+        notes.append(f"warning: {n_inf} infinite value(s) in {target_col!r} were treated as "
+                     "missing.")
 
     # timestamps
     if time_col is None:
@@ -371,11 +397,16 @@ def load_dataset(path=None, target=None, time=None, id=None):
         t, kind = _parse_times(frame, time_col, label)
     keep = np.ones(len(frame), bool) if kind == "row" else ~(
         np.isnat(t) if kind == "datetime" else np.isnan(t))
+    if not keep.any():
+        raise ForecastError(f"the time column {time_col!r} has no timestamps (all empty); fill "
+                            "it in or name the right column with --time.")
     if not keep.all():
         notes.append(f"warning: {int((~keep).sum())} row(s) without a timestamp in {time_col!r} "
                      "were dropped.")
-    ids = (np.array(["" if v is None else str(v) for v in frame[id_col].fillna("").tolist()], object)
-           if id_col is not None else np.full(len(frame), None, object))
+    if id_col is not None:
+        ids = np.array([str(v) for v in frame[id_col].fillna("").tolist()], object)
+    else:
+        ids = np.full(len(frame), None, object)
     t, values, ids = t[keep], values[keep], ids[keep]
 
     # the axis: one frequency for all series
@@ -393,11 +424,11 @@ def load_dataset(path=None, target=None, time=None, id=None):
     else:
         axis = infer_axis([t[ids == sid] for sid in dict.fromkeys(ids.tolist())])
 
-    order_ids = list(dict.fromkeys(ids.tolist()))
+    order_ids = sorted(set(ids.tolist()), key=lambda v: (v is None, str(v)))
     series = []
     for sid in order_ids:
         sel = ids == sid
-        s, snotes = _regularize(sid, t[sel], values[sel], axis, kind, time_col)
+        s, snotes = _regularize(sid, t[sel], values[sel], axis, kind)
         notes.extend(snotes)
         if s is not None:
             series.append(s)
@@ -426,7 +457,7 @@ def _pick_target(frame, exclude, label, notes):
                         "--target.")
 
 
-def _regularize(sid, t, v, axis, kind, time_col):
+def _regularize(sid, t, v, axis, kind):
     """Place one series on the grid: sort, average duplicates, interpolate gaps and NaN, drop
     leading and trailing NaN. Returns (Series or None, notes)."""
     notes = []
@@ -452,28 +483,29 @@ def _regularize(sid, t, v, axis, kind, time_col):
     if np.isnan(vals).all():
         notes.append(f"warning: {who}no values; the series was skipped.")
         return None, notes
-    grid = np.full(int(uniq[-1] - uniq[0]) + 1, np.nan)
-    grid[uniq - uniq[0]] = vals
-    start = int(uniq[0])
+    # the grid from the first to the last value; NaN where a period is missing or empty
+    keep = np.flatnonzero(~np.isnan(vals))
+    first, last = uniq[keep[0]], uniq[keep[-1]]
+    dropped = int(len(uniq) - (np.searchsorted(uniq, last) - np.searchsorted(uniq, first) + 1))
+    if dropped:
+        notes.append(f"note: {who}{dropped} empty value(s) at the start or end were dropped.")
+    inside = (uniq >= first) & (uniq <= last)
+    uniq, vals = uniq[inside], vals[inside]
+    grid = np.full(int(last - first) + 1, np.nan)
+    grid[uniq - first] = vals
     n_gap = len(grid) - len(uniq)
     if n_gap and kind != "row":
-        missing = np.setdiff1d(np.arange(uniq[0], uniq[-1] + 1), uniq)
+        missing = np.setdiff1d(np.arange(first, last + 1), uniq)
         ex = ", ".join(axis.labels(missing[:3])) + (", ..." if len(missing) > 3 else "")
         notes.append(f"warning: {who}{n_gap} missing period(s) for {axis.description} data "
                      f"(e.g. {ex}); filled by linear interpolation.")
-    nan_vals = int(np.isnan(vals).sum())
-    finite = np.flatnonzero(~np.isnan(grid))
-    lo, hi = finite[0], finite[-1]
-    dropped = lo + (len(grid) - 1 - hi)
-    if dropped:
-        notes.append(f"note: {who}{dropped} empty value(s) at the start or end were dropped.")
-    grid, start = grid[lo:hi + 1], start + int(lo)
+    n_nan = int(np.isnan(vals).sum())
+    if n_nan:
+        notes.append(f"warning: {who}{n_nan} empty or NaN value(s) inside the series; filled by "
+                     "linear interpolation.")
     holes = np.isnan(grid)
-    interior_nan = nan_vals - dropped       # NaN values inside the series (gaps counted above)
     if holes.any():
         idx = np.arange(len(grid))
         grid[holes] = np.interp(idx[holes], idx[~holes], grid[~holes])
-        if interior_nan > 0:
-            notes.append(f"warning: {who}{interior_nan} empty or NaN value(s) inside the series; "
-                         "filled by linear interpolation.")
+    start = int(first)
     return Series(sid, grid, start, axis), notes

@@ -97,7 +97,7 @@ def train(model, x, y, xv, yv, epochs=300, batch_size=16, patience=20, learning_
 
 # ---- the bundle ------------------------------------------------------------------------------
 def save_bundle(folder, model, meta):
-    """Write ``model.grukit`` and ``forecast.json`` (``meta`` plus format fields) into ``folder``."""
+    """Write ``model.grukit`` and ``forecast.json`` (``meta`` and format fields) to ``folder``."""
     os.makedirs(folder, exist_ok=True)
     model.save(os.path.join(folder, MODEL_FILE))
     side = {"format": SIDECAR_FORMAT, "version": 1, "grukit": __version__,
@@ -118,8 +118,8 @@ def load_bundle(path):
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     side_path = os.path.join(folder, SIDECAR)
     if not os.path.isfile(side_path):
-        raise ForecastError(f"no {SIDECAR} beside the model in {folder!r}; give a folder written by "
-                            "'grukit forecast' (it holds the scaling and window settings).")
+        raise ForecastError(f"no {SIDECAR} beside the model in {folder!r}; give a folder written "
+                            "by 'grukit forecast' (it holds the scaling and window settings).")
     try:
         with open(side_path, encoding="utf-8") as f:
             side = json.load(f)
