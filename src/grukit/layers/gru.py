@@ -42,17 +42,24 @@ class GRUCell(Cell):
         b = self.params.get("bias")
         return b[1] if (b is not None and self.reset_after) else None
 
+    def project_inputs(self, x2):
+        """x W + b, and with reset_after also b'_z, b'_r (they add to the same sums)."""
+        xp = super().project_inputs(x2)
+        b2 = self.recurrent_bias()
+        if b2 is not None:
+            xp[:, :2 * self.units] += b2[:2 * self.units]
+        return xp
+
     def workspace(self, T, B, dt):
         u = self.units
-        ws = {"a": np.empty((T, 3 * u, B), dt),        # gate values z, r, h~
-              "dxp": np.empty((T, 3 * u, B), dt)}      # dL/d(x W + b)
+        ws = {"a": np.empty((T, 3 * u, B), dt)}        # gate values z, r, h~
         if self.reset_after:
-            ws["hu"] = np.empty((T, 3 * u, B), dt)     # h U + b'
-            ws["dhu"] = np.empty((T, 3 * u, B), dt)    # dL/d(h U + b')
+            ws["hu"] = np.empty((T, u, B), dt)         # h Uh + bh'
+            ws["scratch"] = np.empty((3 * u, B), dt)   # h U, then dL/d(h U), one step
             b2 = self.recurrent_bias()
-            ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[:, None])
+            ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[2 * u:, None])
         else:
-            ws["hu"] = np.empty((T, 2 * u, B), dt)     # h [Uz|Ur]
+            ws["scratch"] = np.empty((2 * u, B), dt)   # h [Uz|Ur], one step
             ws["rh"] = np.empty((T, u, B), dt)         # r * h
             U = self.params["recurrent_kernel"]
             ws["U_zr"] = np.ascontiguousarray(U[:, :2 * u])
@@ -64,14 +71,12 @@ class GRUCell(Cell):
     def step(self, t, xp, S, ws):
         u = self.units
         h, h_new = S[0][t], S[0][t + 1]                 # (u, B)
-        x_t, a, hu = xp[t], ws["a"][t], ws["hu"][t]     # (3u, B) ...
+        x_t, a, hu = xp[t], ws["a"][t], ws["scratch"]   # (3u, B) ...
         zr, hh = a[:2 * u], a[2 * u:]
-        # update and reset gates
+        # update and reset gates (b'_z, b'_r are in x_t already)
         h_in = self.rec_input(t, S, ws)     # h, or h times the recurrent dropout mask
         if self.reset_after:
             np.dot(self.weight_T(ws), h_in, out=hu)
-            if ws["b2"] is not None:
-                hu += ws["b2"]
         else:
             np.dot(ws["U_zr_T"], h_in, out=hu)
         np.add(x_t[:2 * u], hu[:2 * u], out=zr)
@@ -79,7 +84,12 @@ class GRUCell(Cell):
         z, r = a[:u], a[u:2 * u]
         # candidate
         if self.reset_after:
-            np.multiply(r, hu[2 * u:], out=hh)
+            hu_h = ws["hu"][t]
+            if ws["b2"] is None:
+                np.copyto(hu_h, hu[2 * u:])
+            else:
+                np.add(hu[2 * u:], ws["b2"], out=hu_h)
+            np.multiply(r, hu_h, out=hh)
         else:
             rh = ws["rh"][t]
             np.multiply(r, h_in, out=rh)
@@ -107,10 +117,10 @@ class GRUCell(Cell):
         dz *= dh
         dz *= self.recurrent_activation.df(z)
         if self.reset_after:
-            hu, dhu = ws["hu"][t], ws["dhu"][t]
             # reset gate: r multiplies (h Uh + bh')
-            np.multiply(dc, hu[2 * u:], out=dr)
+            np.multiply(dc, ws["hu"][t], out=dr)
             dr *= self.recurrent_activation.df(r)
+            dhu = ws["scratch"]                         # dL/d(h U + b')
             dhu[:2 * u] = dxp[:2 * u]
             np.multiply(dc, r, out=dhu[2 * u:])
             # previous state: through z * h and through h U
@@ -130,19 +140,22 @@ class GRUCell(Cell):
 
     def recurrent_grads(self, S, ws, grads):
         u = self.units
-        T = ws["a"].shape[0]
+        dxp, a = ws["dxp"], ws["a"]
+        T = a.shape[0]
         h_prev = self.feature_major(self.rec_inputs(S, ws, T))         # (u, T*B)
+        dzr = self.step_major(dxp[:, :2 * u])                          # (T*B, 2u)
+        dU = np.empty_like(self.params["recurrent_kernel"])
+        dU[:, :2 * u] = h_prev @ dzr
         if self.reset_after:
-            dhu2 = self.step_major(ws["dhu"])                           # (T*B, 3u)
-            grads["recurrent_kernel"] = h_prev @ dhu2
+            # dL/d(h Uh + bh') = dc * r
+            dhh = self.step_major(dxp[:, 2 * u:] * a[:, u:2 * u])      # (T*B, u)
+            dU[:, 2 * u:] = h_prev @ dhh
             if "bias" in grads:
-                grads["bias"] = np.stack([grads["bias"], dhu2.sum(axis=0)])
+                grads["bias"] = np.stack([grads["bias"],
+                                          np.concatenate([dzr.sum(axis=0), dhh.sum(axis=0)])])
         else:
-            dxp = ws["dxp"]
-            dU = np.empty_like(self.params["recurrent_kernel"])
-            dU[:, :2 * u] = h_prev @ self.step_major(dxp[:, :2 * u])
             dU[:, 2 * u:] = self.feature_major(ws["rh"]) @ self.step_major(dxp[:, 2 * u:])
-            grads["recurrent_kernel"] = dU
+        grads["recurrent_kernel"] = dU
 
     def trace(self, S, ws):
         u, a = self.units, ws["a"]

@@ -27,8 +27,7 @@ class LSTMCell(Cell):
     def workspace(self, T, B, dt):
         u = self.units
         return {"a": np.empty((T, 4 * u, B), dt),     # gate values i, f, g, o
-                "tc": np.empty((T, u, B), dt),        # f(c_t)
-                "dxp": np.empty((T, 4 * u, B), dt)}   # dL/d(pre-activations)
+                "tc": np.empty((T, u, B), dt)}        # f(c_t)
 
     def step(self, t, xp, S, ws):
         u = self.units

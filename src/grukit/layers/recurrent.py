@@ -26,6 +26,9 @@ The cell contract (see :class:`Cell`):
     ``step(t, xp, S, ws)``           reads S[k][t], writes S[k][t+1] and ws[...][t]
     ``step_backward(t, xp, S, ws, dS)``
                                      dS[k] holds dL/dS[k][t+1]; writes dL/dxp into ws["dxp"][t]
+                                     (backward hands the cell xp's buffer as ws["dxp"]: the step
+                                     math never reads xp going back, so a cache serves ONE
+                                     backward pass)
                                      and leaves dL/dS[k][t] in dS[k] (in place)
     ``recurrent_grads(S, ws, grads)``  dL/d recurrent_kernel (and recurrent bias), after the loop
 """
@@ -328,6 +331,7 @@ class Recurrent(Layer):
                 dy_tm *= m_tm
         else:
             dS[0] += dy.T
+        ws["dxp"] = xp       # dL/dxp overwrites xp, step by step, going back
         for t in range(T - 1, -1, -1):
             if self.return_sequences:
                 dS[0] += dy_tm[t]

@@ -17,7 +17,7 @@ class SimpleRNNCell(Cell):
     gates = 1
 
     def workspace(self, T, B, dt):
-        return {"dxp": np.empty((T, self.units, B), dt)}
+        return {"T": T}
 
     def step(self, t, xp, S, ws):
         h_new = S[0][t + 1]
@@ -33,7 +33,7 @@ class SimpleRNNCell(Cell):
             dS[0] *= ws["rmask"]
 
     def recurrent_grads(self, S, ws, grads):
-        T = ws["dxp"].shape[0]
+        T = ws["T"]
         grads["recurrent_kernel"] = (self.feature_major(self.rec_inputs(S, ws, T))
                                      @ self.step_major(ws["dxp"]))
 
