@@ -1,4 +1,4 @@
-"""LSTM: long short-term memory, in Keras's layout (gate order i, f, c, o).
+"""LSTM: long short-term memory, in Keras's layout (gate order i, f, c, o; the loop keeps i, f, o, g).
 
 With a = recurrent_activation (sigmoid), f = activation (tanh), kernel W = [Wi|Wf|Wc|Wo] (D, 4u),
 recurrent_kernel U (u, 4u) and bias b (4u,):
@@ -21,13 +21,32 @@ from .recurrent import Cell, Recurrent
 
 
 class LSTMCell(Cell):
+    """Inside the loop the gates are kept in the order i, f, o, g (the kernel's columns are
+    i, f, g, o, as in Keras), so that the three gates with the recurrent activation are one block:
+    one call computes them all. The projection and the recurrent kernel are permuted to match
+    once per sequence; the gradients go back to the kernel's order once, after the loop."""
     n_states = 2
     gates = 4
 
+    def _order(self):
+        """Column indices: kernel order (i, f, g, o) -> loop order (i, f, o, g)."""
+        u = self.units
+        return np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
+
+    def project_inputs(self, x2):
+        order = self._order()
+        xp = x2 @ self.params["kernel"][:, order]
+        if self.use_bias:
+            xp += self.params["bias"][order]
+        return xp
+
     def workspace(self, T, B, dt):
         u = self.units
-        return {"a": np.empty((T, 4 * u, B), dt),     # gate values i, f, g, o
-                "tc": np.empty((T, u, B), dt)}        # f(c_t)
+        U = self.params["recurrent_kernel"][:, self._order()]
+        return {"a": np.empty((T, 4 * u, B), dt),     # gate values i, f, o, g
+                "tc": np.empty((T, u, B), dt),        # f(c_t)
+                "ig": np.empty((u, B), dt),           # i * g, one step
+                "U": np.ascontiguousarray(U), "U_T": np.ascontiguousarray(U.T)}
 
     def step(self, t, xp, S, ws):
         u = self.units
@@ -35,57 +54,56 @@ class LSTMCell(Cell):
         h_new, c_new = S[0][t + 1], S[1][t + 1]
         a, tc = ws["a"][t], ws["tc"][t]
         # all four pre-activations: x W + b + h U
-        np.dot(self.weight_T(ws), self.rec_input(t, S, ws), out=a)
+        np.dot(ws["U_T"], self.rec_input(t, S, ws), out=a)
         a += xp[t]
-        i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
+        i, f, o, g = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
         # gates
-        self.recurrent_activation.f(a[:2 * u], out=a[:2 * u])
-        self.recurrent_activation.f(o, out=o)
+        self.recurrent_activation.f(a[:3 * u], out=a[:3 * u])
         self.activation.f(g, out=g)
         # cell and hidden state
         np.multiply(f, c, out=c_new)
-        c_new += i * g
+        c_new += np.multiply(i, g, out=ws["ig"])
         self.activation.f(c_new, out=tc)
         np.multiply(o, tc, out=h_new)
 
     def step_backward(self, t, xp, S, ws, dS):
+        u = self.units
         dh, dc = dS
         c = S[1][t]
         a, tc, dxp = ws["a"][t], ws["tc"][t], ws["dxp"][t]
-        self._gates_backward(dh, dc, c, a, tc, dxp)
-        # previous states
-        np.dot(self.params["recurrent_kernel"], dxp, out=dh)
-        if ws.get("rmask") is not None:
-            dh *= ws["rmask"]
-
-    def _gates_backward(self, dh, dc, c, a, tc, dxp):
-        u = self.units
-        i, f, g, o = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
-        di, df, dg, do = dxp[:u], dxp[u:2 * u], dxp[2 * u:3 * u], dxp[3 * u:]
+        i, f, o, g = a[:u], a[u:2 * u], a[2 * u:3 * u], a[3 * u:]
+        di, df, do, dg = dxp[:u], dxp[u:2 * u], dxp[2 * u:3 * u], dxp[3 * u:]
+        ds = self.recurrent_activation.df(a[:3 * u])   # the three gates' derivatives at once
         # output gate
         np.multiply(dh, tc, out=do)
-        do *= self.recurrent_activation.df(o)
+        do *= ds[2 * u:]
         # cell state: from the future and through h_t = o * f(c_t)
         dc += dh * o * self.activation.df(tc)
         # input gate, candidate, forget gate
         np.multiply(dc, g, out=di)
-        di *= self.recurrent_activation.df(i)
+        di *= ds[:u]
+        np.multiply(dc, c, out=df)
+        df *= ds[u:2 * u]
         np.multiply(dc, i, out=dg)
         dg *= self.activation.df(g)
-        np.multiply(dc, c, out=df)
-        df *= self.recurrent_activation.df(f)
-        # previous cell state
+        # previous states
         dc *= f
+        np.dot(ws["U"], dxp, out=dh)
+        if ws.get("rmask") is not None:
+            dh *= ws["rmask"]
+
+    def gradients_by_column(self, dxp):
+        # the reordering swaps two blocks: it is its own inverse
+        return self.step_major(dxp[:, self._order()])
 
     def recurrent_grads(self, S, ws, grads):
         T = ws["a"].shape[0]
-        grads["recurrent_kernel"] = (self.feature_major(self.rec_inputs(S, ws, T))
-                                     @ self.step_major(ws["dxp"]))
+        grads["recurrent_kernel"] = (self.feature_major(self.rec_inputs(S, ws, T)) @ ws["dxp2"])
 
     def trace(self, S, ws):
         u, a = self.units, ws["a"]
-        return {"i": a[:, :u], "f": a[:, u:2 * u], "g": a[:, 2 * u:3 * u],
-                "c": S[1][1:], "o": a[:, 3 * u:], "h": S[0][1:]}
+        return {"i": a[:, :u], "f": a[:, u:2 * u], "g": a[:, 3 * u:],
+                "c": S[1][1:], "o": a[:, 2 * u:3 * u], "h": S[0][1:]}
 
 
 class LSTM(Recurrent):

@@ -94,6 +94,10 @@ class Cell:
         """All steps' recurrent-matmul inputs, (T, units, B)."""
         return ws["hd"] if ws.get("rmask") is not None else S[0][:T]
 
+    def gradients_by_column(self, dxp):
+        """dL/dxp as (T*B, G) with the columns in the kernel's (Keras's) gate order."""
+        return self.step_major(dxp)
+
     @staticmethod
     def step_major(a):
         """(T, F, B) -> (T*B, F): rows (step, sample), for a weight gradient as one matmul."""
@@ -347,7 +351,7 @@ class Recurrent(Layer):
             for d, c in zip(dS, carried):
                 d += c
         # weight gradients: one matmul each, over all steps
-        dxp2 = cell.step_major(ws["dxp"])                                  # (T*B, G)
+        dxp2 = ws["dxp2"] = cell.gradients_by_column(ws["dxp"])           # (T*B, G)
         grads = {"kernel": x_in.reshape(T * B, D).T @ dxp2}
         if self.use_bias:
             grads["bias"] = dxp2.sum(axis=0)
