@@ -7,14 +7,21 @@ import os
 import sys
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number(convert, accept, expected):
+    """An argparse type: ``convert(text)``, refused unless ``accept(value)``, with the message
+    "expected <expected>, got '<text>'"."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = number(int, lambda v: v >= 1, "a positive integer")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,9 +38,9 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"grukit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="the seed's experiment: SimpleRNN vs LSTM vs GRU")
-    demo.add_argument("--seeds", type=_positive_int, default=5, help="runs per model (default 5)")
-    demo.add_argument("--epochs", type=_positive_int, default=200, help="epochs (default 200)")
-    demo.add_argument("--units", type=_positive_int, default=32, help="recurrent units (default 32)")
+    demo.add_argument("--seeds", type=positive_int, default=5, help="runs per model (default 5)")
+    demo.add_argument("--epochs", type=positive_int, default=200, help="epochs (default 200)")
+    demo.add_argument("--units", type=positive_int, default=32, help="recurrent units (default 32)")
     from .forecast.commands import add_commands
     parser._subcommands = {"demo": demo, **add_commands(sub)}
     return parser

@@ -38,50 +38,18 @@ model.grukit + forecast.json (reused by 'grukit predict' and 'grukit explain'), 
 """
 
 
-def _positive_int(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _count(text):
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _int(text):
-    import argparse
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+def _types():
+    """The option types, from the command line module (imported here: it imports this one)."""
+    from ..cli import number, positive_int
+    return (positive_int, number(int, lambda v: v >= 0, "a whole number >= 0"),
+            number(float, lambda v: v > 0, "a positive number"),
+            number(int, lambda v: True, "a whole number"))
 
 
 def add_commands(sub):
     """Add ``forecast``, ``predict`` and ``explain`` to the subparsers ``sub``; returns them."""
     import argparse
+    _positive_int, _count, _positive_float, _int = _types()
     raw = argparse.RawDescriptionHelpFormatter
     f = sub.add_parser("forecast", help="train a recurrent forecaster on a CSV series, backtest "
                        "it against naive baselines and forecast ahead",
