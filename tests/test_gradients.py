@@ -138,3 +138,16 @@ def test_model_stack_end_to_end(float64, rng):
     model._backward(dy, caches)
     numeric = numeric_grad(lambda: float(model.loss(y, model._forward(x, False)[0])), model._flat)
     assert rel_error(model._gflat, numeric) < TOL
+
+
+@pytest.mark.parametrize("name,make", RECURRENT[:6], ids=[r[0] for r in RECURRENT[:6]])
+def test_wide_batches_take_the_batched_projection(name, make, float64, rng):
+    """From 8 sequences on, the input projection is one batched matmul straight into the loop's
+    layout; it must give what the plain matmul gives (and the right gradients)."""
+    layer = make(return_sequences=True)
+    x = rng.standard_normal((9, 3, 2))
+    layer(x)
+    randomize(layer, rng)
+    check_layer(layer, x, rng, TOL)
+    one_by_one = np.concatenate([layer(x[i:i + 1]) for i in range(9)])
+    assert np.allclose(layer(x), one_by_one, atol=1e-12)

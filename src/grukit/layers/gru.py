@@ -42,13 +42,14 @@ class GRUCell(Cell):
         b = self.params.get("bias")
         return b[1] if (b is not None and self.reset_after) else None
 
-    def project_inputs(self, x2):
-        """x W + b, and with reset_after also b'_z, b'_r (they add to the same sums)."""
-        xp = super().project_inputs(x2)
+    def input_weights(self):
+        """W and b, and with reset_after b'_z, b'_r added to b (they add to the same sums)."""
+        W, b = super().input_weights()
         b2 = self.recurrent_bias()
         if b2 is not None:
-            xp[:, :2 * self.units] += b2[:2 * self.units]
-        return xp
+            b = b.copy()
+            b[:2 * self.units] += b2[:2 * self.units]
+        return W, b
 
     def workspace(self, T, B, dt):
         u = self.units

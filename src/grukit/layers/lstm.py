@@ -33,12 +33,10 @@ class LSTMCell(Cell):
         u = self.units
         return np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
 
-    def project_inputs(self, x2):
+    def input_weights(self):
         order = self._order()
-        xp = x2 @ self.params["kernel"][:, order]
-        if self.use_bias:
-            xp += self.params["bias"][order]
-        return xp
+        b = self.params["bias"][order] if self.use_bias else None
+        return self.params["kernel"][:, order], b
 
     def workspace(self, T, B, dt):
         u = self.units

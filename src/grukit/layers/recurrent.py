@@ -21,7 +21,8 @@ training): the input mask multiplies x before the projection, the recurrent mask
 previous state h where it enters the recurrent matmul (not where it is carried through a gate).
 
 The cell contract (see :class:`Cell`):
-    ``project_inputs(x)``            x (T*B, D) -> xp (T*B, G): x @ kernel (+ input bias), all steps
+    ``input_weights()``              (W (D, G), b (G,) or None) in the loop's gate order: the loop
+                                     projects every step at once, xp = x W + b, in (T, G, B)
     ``workspace(T, B)``              the per-step caches the cell fills, preallocated, (T, ., B)
     ``step(t, xp, S, ws)``           reads S[k][t], writes S[k][t+1] and ws[...][t]
     ``step_backward(t, xp, S, ws, dS)``
@@ -65,12 +66,23 @@ class Cell:
     def input_bias(self):
         return self.params.get("bias")
 
-    def project_inputs(self, x2):
-        xp = x2 @ self.params["kernel"]
-        b = self.input_bias()
+    def input_weights(self):
+        """The input projection's weights and bias, in the loop's gate order."""
+        return self.params["kernel"], self.input_bias()
+
+    def project_inputs(self, x_tm):
+        """x (T, B, D) -> xp = x W + b for every step at once, in the loop's layout (T, G, B)."""
+        W, b = self.input_weights()
+        T, B, D = x_tm.shape
+        if B >= 8:   # one batched matmul writes the layout directly
+            xp = np.matmul(np.ascontiguousarray(W.T), x_tm.transpose(0, 2, 1))
+            if b is not None:
+                xp += b[:, None]
+            return xp
+        xp = x_tm.reshape(T * B, D) @ W   # tiny batches: one matmul, then a (cheap) transpose
         if b is not None:
             xp += b
-        return xp
+        return np.ascontiguousarray(xp.reshape(T, B, -1).transpose(0, 2, 1))
 
     # the previous state as it enters the recurrent matmul (recurrent dropout applies here)
     @staticmethod
@@ -277,8 +289,7 @@ class Recurrent(Layer):
             dropout_masks = self.dropout_masks(B, D, dt)
         din, drec = dropout_masks if dropout_masks is not None else (None, None)
         x_in = x_tm if din is None else x_tm * din
-        xp = cell.project_inputs(x_in.reshape(T * B, D))               # (T*B, G)
-        xp = np.ascontiguousarray(xp.reshape(T, B, -1).transpose(0, 2, 1))   # (T, G, B)
+        xp = cell.project_inputs(x_in)                                  # (T, G, B)
         S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         init = self._initial_states(initial_state, B)
         for k in range(cell.n_states):
