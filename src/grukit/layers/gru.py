@@ -109,6 +109,7 @@ class GRUCell(Cell):
         a, dxp = ws["a"][t], ws["dxp"][t]
         z, r, hh = a[:u], a[u:2 * u], a[2 * u:]
         dz, dr, dc = dxp[:u], dxp[u:2 * u], dxp[2 * u:]
+        dzr = self.recurrent_activation.df(a[:2 * u])   # both gates' derivatives at once
         # candidate: dL/d(pre-activation of h~)
         np.subtract(1.0, z, out=dc)
         dc *= dh
@@ -116,11 +117,11 @@ class GRUCell(Cell):
         # update gate
         np.subtract(h, hh, out=dz)
         dz *= dh
-        dz *= self.recurrent_activation.df(z)
+        dz *= dzr[:u]
         if self.reset_after:
             # reset gate: r multiplies (h Uh + bh')
             np.multiply(dc, ws["hu"][t], out=dr)
-            dr *= self.recurrent_activation.df(r)
+            dr *= dzr[u:]
             dhu = ws["scratch"]                         # dL/d(h U + b')
             dhu[:2 * u] = dxp[:2 * u]
             np.multiply(dc, r, out=dhu[2 * u:])
@@ -132,7 +133,7 @@ class GRUCell(Cell):
             h_in = h if ws.get("rmask") is None else ws["hd"][t]
             drh = np.dot(ws["U_h"], dc)
             np.multiply(drh, h_in, out=dr)
-            dr *= self.recurrent_activation.df(r)
+            dr *= dzr[u:]
             # previous state: through z * h, through r * h and through h [Uz|Ur]
             dh *= z
             drh *= r
