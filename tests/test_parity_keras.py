@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from grukit import layers as gl  # noqa: E402
 from grukit import optimizers as gopt  # noqa: E402
 from grukit.models import Sequential  # noqa: E402
+from kerashelp import randomize_biases  # noqa: E402
 
 B, T, D, U = 3, 5, 4, 6
 FWD_TOL = 1e-5      # forward outputs, float32
@@ -42,21 +43,6 @@ def max_abs(a, b):
 def max_abs_list(wa, wb):
     assert len(wa) == len(wb)
     return max(max_abs(a, b) for a, b in zip(wa, wb))
-
-
-def randomize_biases(keras_obj, rng, scale=0.5):
-    """Keras's own weights, with every bias (and nothing else) replaced by random values; the
-    result is set back into ``keras_obj`` and returned, ready for grukit."""
-    names = [v.name for v in keras_obj.weights]
-    ws = keras_obj.get_weights()
-    assert len(names) == len(ws)
-    out = []
-    for name, w in zip(names, ws):
-        if name == "bias":
-            w = rng.normal(0.0, scale, w.shape).astype(np.float32)
-        out.append(np.asarray(w, np.float32))
-    keras_obj.set_weights(out)
-    return out
 
 
 def rand_x(rng, shape=(B, T, D)):

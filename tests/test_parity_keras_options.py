@@ -23,6 +23,7 @@ from grukit import layers as gl  # noqa: E402
 from grukit import optimizers as gopt  # noqa: E402
 from grukit import regularizers as greg  # noqa: E402
 from grukit.models import Sequential  # noqa: E402
+from kerashelp import randomize_biases  # noqa: E402
 
 B, T, D, U = 4, 6, 3, 5
 FWD_TOL = 1e-5      # outputs and states, float32
@@ -82,21 +83,6 @@ def compare(family, keras_out, grukit_out, tol=FWD_TOL, what=""):
 def compare_weights(family, wk, wg, tol):
     assert len(wk) == len(wg)
     return compare(family, list(wk), list(wg), tol, "weights")
-
-
-def randomize_biases(keras_obj, rng, scale=0.5):
-    """Keras's weights with every bias replaced by random values; set back into Keras and
-    returned, ready for grukit."""
-    names = [v.name for v in keras_obj.weights]
-    ws = keras_obj.get_weights()
-    assert len(names) == len(ws)
-    out = []
-    for name, w in zip(names, ws):
-        if name == "bias":
-            w = rng.normal(0.0, scale, w.shape)
-        out.append(np.asarray(w, np.float32))
-    keras_obj.set_weights(out)
-    return out
 
 
 def rand_x(rng, shape=(B, T, D), scale=1.0):
