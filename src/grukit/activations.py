@@ -182,7 +182,6 @@ class Softmax(Activation):
 
 _REGISTRY = {a.name: a for a in (Linear(), Tanh(), Sigmoid(), HardSigmoid(), Relu(), Elu(), Selu(),
                                   Softplus(), Softsign(), Softmax())}
-_REGISTRY[None] = _REGISTRY["linear"]
 
 
 def get(identifier) -> Activation:
@@ -192,9 +191,6 @@ def get(identifier) -> Activation:
     if isinstance(identifier, Activation):
         return identifier
     if isinstance(identifier, str):
-        return resolve("activation", {k: v for k, v in _REGISTRY.items() if k}, identifier)
+        return resolve("activation", _REGISTRY, identifier)
     raise ValueError(f"Unknown activation {identifier!r}: give a name such as 'tanh' or 'sigmoid'.")
 
-
-def serialize(act: Activation) -> str:
-    return act.name

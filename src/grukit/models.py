@@ -97,6 +97,8 @@ class Sequential:
         for layer in self.layers:
             if hasattr(layer, "params_rebound"):
                 layer.params_rebound()
+        # the layers whose weights are constrained after each update
+        self._constrained = [layer for layer in self.layers if layer.param_constraints]
         self._grad_slots = {}
         for layer, k, view in self._gviews:
             self._grad_slots.setdefault(id(layer), []).append((k, view))
@@ -261,10 +263,6 @@ class Sequential:
         for layer in self._constrained:
             layer.apply_constraints()
         return loss, y_pred
-
-    @property
-    def _constrained(self):
-        return [layer for layer in self.layers if layer.param_constraints]
 
     def reset_states(self):
         """Zero the carried states of every stateful layer."""

@@ -114,10 +114,6 @@ class Split:
     test: np.ndarray
     train_end: int
 
-    @property
-    def test_start(self):
-        return int(self.test[0]) if len(self.test) else None
-
 
 def min_length(window, horizon, val_windows, test_windows):
     """Fewest values for one training window plus the validation and test windows."""

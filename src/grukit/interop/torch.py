@@ -87,9 +87,6 @@ class _Stack:
         """The width layer k reads: the input for k = 0, the concatenated directions above."""
         return self.input_size if k == 0 else self.hidden_size * self.num_directions
 
-    def keys(self):
-        return _keys(self.num_layers, self.num_directions, self.bias)
-
     def shape(self, key):
         name, k, _ = _KEY.fullmatch(key).groups()
         rows = _GATES[self.cell] * self.hidden_size
