@@ -141,20 +141,34 @@ def keras_backends(args):
     return [b.strip() for b in args.keras_backends.split(",") if b.strip()]
 
 
+def _import_peer(label, modules, notes, check=None):
+    """Import ``modules`` quietly; True when they load (and ``check`` passes), else a note."""
+    if any(importlib.util.find_spec(m) is None for m in modules):
+        notes.append(f"{label}: needs {' and '.join(modules)}, not installed, skipped")
+        return False
+    try:
+        with quiet():
+            loaded = [importlib.import_module(m) for m in modules]
+        if check is not None:
+            check(*loaded)
+        return True
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"{label}: import failed ({type(e).__name__}: {e}), skipped")
+        return False
+
+
+def _keras_on_torch(keras):
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(f"Keras loaded the {keras.backend.backend()} backend")
+
+
 def find_peers(args, notes):
     """Import the peers that are installed; returns the in-process side names."""
     peers = []
     if args.no_torch:
         notes.append("PyTorch: left out (--no-torch)")
-    elif importlib.util.find_spec("torch") is None:
-        notes.append("PyTorch: not installed, skipped")
-    else:
-        try:
-            with quiet():
-                import torch  # noqa: F401
-            peers.append("pytorch")
-        except Exception as e:  # noqa: BLE001
-            notes.append(f"PyTorch: import failed ({type(e).__name__}: {e}), skipped")
+    elif _import_peer("PyTorch", ["torch"], notes):
+        peers.append("pytorch")
     if args.no_keras:
         notes.append("Keras: left out (--no-keras)")
     elif importlib.util.find_spec("keras") is None:
@@ -162,27 +176,12 @@ def find_peers(args, notes):
     elif "torch" in keras_backends(args):
         if "pytorch" not in peers:
             notes.append("Keras on torch: needs PyTorch, skipped")
-        else:
-            try:
-                with quiet():
-                    import keras
-                if keras.backend.backend() != "torch":
-                    raise RuntimeError(f"Keras loaded the {keras.backend.backend()} backend")
-                peers.append("keras")
-            except Exception as e:  # noqa: BLE001
-                notes.append(f"Keras on torch: import failed ({type(e).__name__}: {e}), skipped")
+        elif _import_peer("Keras on torch", ["keras"], notes, _keras_on_torch):
+            peers.append("keras")
     if args.no_onnx:
         notes.append("ONNX Runtime: left out (--no-onnx)")
-    elif importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        notes.append("ONNX Runtime: needs the onnxruntime and onnx packages, skipped")
-    else:
-        try:
-            with quiet():
-                import onnx  # noqa: F401
-                import onnxruntime  # noqa: F401
-            peers.append("onnxruntime")
-        except Exception as e:  # noqa: BLE001
-            notes.append(f"ONNX Runtime: import failed ({type(e).__name__}: {e}), skipped")
+    elif _import_peer("ONNX Runtime", ["onnxruntime", "onnx"], notes):
+        peers.append("onnxruntime")
     return peers
 
 

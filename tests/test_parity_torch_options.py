@@ -169,6 +169,13 @@ def check_finals(kind, finals_t, finals_g, nd, lengths=None):
     return worst
 
 
+def _initial_states(rng, kind, n):
+    """Random h0 (and c0 for LSTM) for n = layers x directions, in torch's layout."""
+    h0 = rng.standard_normal((n, B, U)).astype(np.float32)
+    c0 = rng.standard_normal((n, B, U)).astype(np.float32) if kind == "LSTM" else None
+    return h0, c0
+
+
 def _inputs(rng, b=B, t=T, d=D):
     return rng.standard_normal((b, t, d)).astype(np.float32)
 
@@ -186,11 +193,7 @@ def test_stack_matches_torch(kind, num_layers, bidirectional, with_h0, rng):
     mod = make_torch(kind, num_layers, bidirectional)
     stack = grukit_stack(kind, mod)
     x = _inputs(rng)
-    h0 = c0 = None
-    if with_h0:
-        h0 = rng.standard_normal((num_layers * nd, B, U)).astype(np.float32)
-        c0 = rng.standard_normal((num_layers * nd, B, U)).astype(np.float32) \
-            if kind == "LSTM" else None
+    h0, c0 = _initial_states(rng, kind, num_layers * nd) if with_h0 else (None, None)
     with torch.no_grad():
         if not with_h0:
             yt, st = mod(torch.from_numpy(x))
@@ -263,11 +266,7 @@ def test_packed_sequences_match_torch(kind, num_layers, bidirectional, with_h0, 
     mod = make_torch(kind, num_layers, bidirectional)
     stack = grukit_stack(kind, mod)
     x, mask = _padded(rng)
-    h0 = c0 = None
-    if with_h0:
-        h0 = rng.standard_normal((num_layers * nd, B, U)).astype(np.float32)
-        c0 = rng.standard_normal((num_layers * nd, B, U)).astype(np.float32) \
-            if kind == "LSTM" else None
+    h0, c0 = _initial_states(rng, kind, num_layers * nd) if with_h0 else (None, None)
     with torch.no_grad():
         yt, st = _torch_packed(mod, x, LENGTHS, h0, c0)
     yt = _np(yt)
