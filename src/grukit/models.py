@@ -358,8 +358,7 @@ class Sequential:
             for m in mets:
                 logs[m.name] = m.result()
             if validation_data is not None:
-                val = self.evaluate(*validation_data, batch_size=batch_size, verbose=0,
-                                    return_dict=True)
+                val = self._evaluate(*validation_data, batch_size)   # checked once, in fit
                 logs.update({"val_" + k: v for k, v in val.items()})
             self.epochs_trained += 1
             for cb in cbs:
@@ -407,7 +406,13 @@ class Sequential:
         self._require_compiled("evaluate")
         x, y = self._check_xy(x, y, "evaluate")
         self._ensure_built(None)
-        batch_size = int(batch_size or 32)
+        out = self._evaluate(x, y, int(batch_size or 32))
+        if return_dict:
+            return out
+        return out["loss"] if len(out) == 1 else list(out.values())
+
+    def _evaluate(self, x, y, batch_size):
+        """Loss and metrics on checked data, as a dict (fit's validation comes here directly)."""
         mets = self._make_metrics(y, self._shapes[-1])
         for m in mets:
             m.reset()
@@ -421,9 +426,7 @@ class Sequential:
         out = {"loss": total / len(x)}
         for m in mets:
             out[m.name] = m.result()
-        if return_dict:
-            return out
-        return out["loss"] if len(out) == 1 else list(out.values())
+        return out
 
     def test_on_batch(self, x, y, return_dict=False):
         return self.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=return_dict)
