@@ -102,7 +102,7 @@ class GRUCell(Cell):
         h_new *= z
         h_new += hh
 
-    def step_backward(self, t, xp, S, ws, dS):
+    def step_backward(self, t, S, ws, dS):
         u = self.units
         dh = dS[0]
         h = S[0][t]

@@ -64,7 +64,7 @@ class LSTMCell(Cell):
         self.activation.f(c_new, out=tc)
         np.multiply(o, tc, out=h_new)
 
-    def step_backward(self, t, xp, S, ws, dS):
+    def step_backward(self, t, S, ws, dS):
         u = self.units
         dh, dc = dS
         c = S[1][t]

@@ -25,12 +25,10 @@ The cell contract (see :class:`Cell`):
                                      projects every step at once, xp = x W + b, in (T, G, B)
     ``workspace(T, B)``              the per-step caches the cell fills, preallocated, (T, ., B)
     ``step(t, xp, S, ws)``           reads S[k][t], writes S[k][t+1] and ws[...][t]
-    ``step_backward(t, xp, S, ws, dS)``
-                                     dS[k] holds dL/dS[k][t+1]; writes dL/dxp into ws["dxp"][t]
-                                     (backward hands the cell xp's buffer as ws["dxp"]: the step
-                                     math never reads xp going back, so a cache serves ONE
-                                     backward pass)
-                                     and leaves dL/dS[k][t] in dS[k] (in place)
+    ``step_backward(t, S, ws, dS)``  dS[k] holds dL/dS[k][t+1]; writes dL/dxp into ws["dxp"][t]
+                                     and leaves dL/dS[k][t] in dS[k] (in place). ws["dxp"] is
+                                     xp's buffer: the step math never reads xp going back, so a
+                                     cache serves ONE backward pass
     ``recurrent_grads(S, ws, grads)``  dL/d recurrent_kernel (and recurrent bias), after the loop
 """
 import numpy as np
@@ -134,7 +132,7 @@ class Cell:
     def step(self, t, xp, S, ws):
         raise NotImplementedError
 
-    def step_backward(self, t, xp, S, ws, dS):
+    def step_backward(self, t, S, ws, dS):
         raise NotImplementedError
 
     def recurrent_grads(self, S, ws, grads):
@@ -351,14 +349,14 @@ class Recurrent(Layer):
             if self.return_sequences:
                 dS[0] += dy_tm[t]
             if m_tm is None:
-                cell.step_backward(t, xp, S, ws, dS)
+                cell.step_backward(t, S, ws, dS)
                 continue
             # a masked step passes its gradient straight to the previous state
             keep = m_tm[t]
             carried = [np.where(keep, 0.0, d) for d in dS]
             for d in dS:
                 d *= keep
-            cell.step_backward(t, xp, S, ws, dS)
+            cell.step_backward(t, S, ws, dS)
             for d, c in zip(dS, carried):
                 d += c
         # weight gradients: one matmul each, over all steps

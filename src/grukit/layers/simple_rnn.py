@@ -25,7 +25,7 @@ class SimpleRNNCell(Cell):
         h_new += xp[t]
         self.activation.f(h_new, out=h_new)
 
-    def step_backward(self, t, xp, S, ws, dS):
+    def step_backward(self, t, S, ws, dS):
         dpre = ws["dxp"][t]
         np.multiply(dS[0], self.activation.df(S[0][t + 1]), out=dpre)
         np.dot(self.params["recurrent_kernel"], dpre, out=dS[0])
