@@ -30,10 +30,18 @@ The cell contract (see :class:`Cell`):
                                      xp's buffer: the step math never reads xp going back, so a
                                      cache serves ONE backward pass
     ``recurrent_grads(S, ws, grads)``  dL/d recurrent_kernel (and recurrent bias), after the loop
+
+The compiled path (grukit._native, kernels.c): when it is available and both activations are ones
+it knows, a cell runs the whole loop in one call instead, on the same buffers:
+    ``forward_native(fast, xp, S, ws, keep)``         every step of ``step``
+    ``backward_native(fast, x_in, xp, S, ws, dS, dy_tm, keep, dx)``  every step of
+                                     ``step_backward``, and all the weight gradients: returns grads
+``keep`` is the mask as (T, B) uint8 or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
+the reference: tests run both paths on every option and compare them.
 """
 import numpy as np
 
-from .. import activations, initializers
+from .. import _native, activations, initializers
 from ..utils import check_finite, make_rng
 from .base import Layer
 
@@ -126,7 +134,28 @@ class Cell:
             ws["U_T"] = np.ascontiguousarray(self.params["recurrent_kernel"].T)
         return ws["U_T"]
 
-    def workspace(self, T, B, dtype):
+    def native_loops(self, dtype):
+        """kernels.c's loops for ``dtype``, or None: compiled path off or unavailable, a dtype
+        other than float32/float64, or an activation that kernels.c does not have."""
+        if (self.activation.name not in _native.ACTIVATIONS
+                or self.recurrent_activation.name not in _native.ACTIVATIONS):
+            return None
+        return _native.loops(dtype)
+
+    def native_codes(self):
+        return (_native.ACTIVATIONS[self.activation.name],
+                _native.ACTIVATIONS[self.recurrent_activation.name])
+
+    def native_buffers(self, x_in, keep, carried_rows):
+        """Zeroed dL/dW (D, G), dL/dU (u, G), dL/db (G,) or None, for the compiled backward to
+        accumulate, and the (carried_rows, B) buffer its masked steps need (None without a mask)."""
+        T, B, D = x_in.shape
+        G, dt = self.gates * self.units, x_in.dtype
+        return (np.zeros((D, G), dt), np.zeros((self.units, G), dt),
+                np.zeros(G, dt) if self.use_bias else None,
+                None if keep is None else np.empty((carried_rows, B), dt))
+
+    def workspace(self, T, B, dtype, native=False):
         raise NotImplementedError
 
     def step(self, t, xp, S, ws):
@@ -292,19 +321,25 @@ class Recurrent(Layer):
         init = self._initial_states(initial_state, B)
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
-        ws = cell.workspace(T, B, dt)
+        fast = cell.native_loops(dt)
+        ws = cell.workspace(T, B, dt, native=fast is not None)
         if drec is not None:
             ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
+        keep = None
         if m_tm is not None:
             m_tm = m_tm.transpose(0, 2, 1)                                 # (T, 1, B)
-        for t in range(T):
-            cell.step(t, xp, S, ws)
-            if m_tm is not None:
-                for s in S:
-                    np.copyto(s[t + 1], s[t], where=~m_tm[t])
+            keep = np.ascontiguousarray(m_tm[:, 0, :]).view(np.uint8)     # (T, B)
+        if fast is not None:
+            cell.forward_native(fast, xp, S, ws, keep)
+        else:
+            for t in range(T):
+                cell.step(t, xp, S, ws)
+                if m_tm is not None:
+                    for s in S:
+                        np.copyto(s[t + 1], s[t], where=~m_tm[t])
         if self.stateful:
             self.states = [s[-1].T.copy() for s in S]
-        cache = (x_in, xp, S, ws, m_tm, din)
+        cache = (x_in, xp, S, ws, m_tm, din, fast, keep)
         return self._outputs(S, m_tm), cache
 
     def _outputs(self, S, m_tm):
@@ -327,7 +362,7 @@ class Recurrent(Layer):
 
     def backward_states(self, dy, cache):
         """As :meth:`backward`, plus the gradients with respect to the initial states."""
-        x_in, xp, S, ws, m_tm, din = cache
+        x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
         T, B, D = x_in.shape
         if self.return_state:
@@ -339,14 +374,30 @@ class Recurrent(Layer):
             if d is not None:
                 dS[k] += d.T
         if self.return_sequences:
-            dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0))            # (T, u, B)
+            dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0), dtype=S[0].dtype)  # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
                 dy_tm *= m_tm
         else:
             dS[0] += dy.T
+            dy_tm = None
+        if fast is not None:
+            dx_tm = np.empty((T, B, D), x_in.dtype)
+            grads = cell.backward_native(fast, x_in, xp, S, ws, dS, dy_tm, keep, dx_tm)
+        else:
+            dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm)
+        if din is not None:
+            dx_tm *= din
+        if self.go_backwards:
+            dx_tm = dx_tm[::-1]
+        return dx_tm.transpose(1, 0, 2), grads, [d.T for d in dS]
+
+    def _backward_numpy(self, x_in, xp, S, ws, m_tm, dS, dy_tm):
+        """The reference backward: the NumPy loop, then the weight gradients as one matmul each."""
+        cell = self.cell
+        T, B, D = x_in.shape
         ws["dxp"] = xp       # dL/dxp overwrites xp, step by step, going back
         for t in range(T - 1, -1, -1):
-            if self.return_sequences:
+            if dy_tm is not None:
                 dS[0] += dy_tm[t]
             if m_tm is None:
                 cell.step_backward(t, S, ws, dS)
@@ -365,12 +416,7 @@ class Recurrent(Layer):
         if self.use_bias:
             grads["bias"] = dxp2.sum(axis=0)
         cell.recurrent_grads(S, ws, grads)
-        dx_tm = (dxp2 @ self.params["kernel"].T).reshape(T, B, D)
-        if din is not None:
-            dx_tm *= din
-        if self.go_backwards:
-            dx_tm = dx_tm[::-1]
-        return dx_tm.transpose(1, 0, 2), grads, [d.T for d in dS]
+        return (dxp2 @ self.params["kernel"].T).reshape(T, B, D), grads
 
     # ---- explanation ------------------------------------------------------------------------
     def trace(self, x, mask=None, initial_state=None):
@@ -387,8 +433,8 @@ class Recurrent(Layer):
         """
         x = self._prepare(x)
         check_finite(f"{self.name} input", x)
-        _, (_, _, S, ws, _, _) = self.forward(x, training=False, mask=mask,
-                                              initial_state=initial_state)
+        _, cache = self.forward(x, training=False, mask=mask, initial_state=initial_state)
+        S, ws = cache[2], cache[3]
         out = {}
         for name, v in self.cell.trace(S, ws).items():
             v = v.transpose(2, 0, 1)                                        # (B, T, u)

@@ -16,8 +16,29 @@ class SimpleRNNCell(Cell):
     n_states = 1
     gates = 1
 
-    def workspace(self, T, B, dt):
+    def workspace(self, T, B, dt, native=False):
         return {"T": T}
+
+    def forward_native(self, fast, xp, S, ws, keep):
+        T, _, B = xp.shape
+        fast.rnn_forward(T, B, self.units, self.native_codes()[0],
+                         np.ascontiguousarray(self.params["recurrent_kernel"]), xp, S[0],
+                         ws.get("rmask"), ws.get("hd"), keep)
+
+    def backward_native(self, fast, x_in, xp, S, ws, dS, dy_tm, keep, dx):
+        T, B, D = x_in.shape
+        u = self.units
+        dW, dU, db, carried = self.native_buffers(x_in, keep, u)
+        fast.rnn_backward(T, B, u, D, self.native_codes()[0],
+                          np.ascontiguousarray(self.params["recurrent_kernel"]),
+                          np.ascontiguousarray(self.params["kernel"]), xp, S[0],
+                          carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
+                          dS[0], x_in, dx, dW, dU, db)
+        ws["dxp"] = xp
+        grads = {"kernel": dW, "recurrent_kernel": dU}
+        if db is not None:
+            grads["bias"] = db
+        return grads
 
     def step(self, t, xp, S, ws):
         h_new = S[0][t + 1]

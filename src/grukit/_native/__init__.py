@@ -1,0 +1,302 @@
+"""The optional compiled time loops (kernels.c), built on first use and cached.
+
+The GRU, LSTM and SimpleRNN layers run their time loop either in Python over NumPy (the reference
+path, always there) or, when this module can provide them, in the C loops of ``kernels.c``: the
+same math on the same buffers, one call per sequence instead of a dozen NumPy calls per step.
+
+How the compiled path comes to be:
+  * the C compiler that built Python (or ``$CC``) compiles ``kernels.c`` once per machine and
+    source version into the cache folder (``$GRUKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/grukit``,
+    else ``~/.cache/grukit``); later processes load the cached library, which takes milliseconds;
+  * the matrix products go to the BLAS that NumPy itself loaded (its ``cblas_sgemm`` and
+    ``cblas_dgemm``), so both paths multiply with the same library and thread settings;
+  * a self-check multiplies a small product both ways before the path is used.
+
+``GRUKIT_NATIVE=0`` turns the compiled path off; ``GRUKIT_NATIVE=1`` makes a failure to build or
+load it an error instead of a silent fall-back to NumPy. :func:`info` says which path runs and
+why, and how long the build took.
+"""
+import ctypes
+import glob
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SOURCES = ("kernels.c", "kernels_impl.h")
+_COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=c99"]
+_LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
+_ABI_VERSION = 1
+
+# activation name -> the code kernels.c switches on; other activations take the NumPy path
+ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 4}
+
+_lock = threading.Lock()
+_state = {"loaded": False, "lib": None, "reason": "not loaded yet", "path": None,
+          "compile_seconds": None, "load_seconds": None, "blas": None}
+_tables = {}
+
+
+class NativeUnavailable(RuntimeError):
+    """GRUKIT_NATIVE=1 asked for the compiled loops and they could not be built or loaded."""
+
+
+def _mode():
+    v = os.environ.get("GRUKIT_NATIVE", "auto").strip().lower()
+    if v in ("0", "off", "false", "no"):
+        return "off"
+    if v in ("1", "on", "true", "yes", "require"):
+        return "require"
+    return "auto"
+
+
+def _cache_dir():
+    d = os.environ.get("GRUKIT_CACHE_DIR")
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "grukit")
+    return d
+
+
+def _compiler():
+    cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_key():
+    """What the build depends on besides the sources: -march=native ties it to the CPU."""
+    parts = [platform.machine(), platform.system()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "model name", "Features", "CPU part")):
+                    parts.append(line.strip())
+                    if len(parts) > 4:
+                        break
+    except OSError:
+        parts.append(platform.processor())
+    return "\n".join(parts)
+
+
+def _build(cc):
+    """Compile kernels.c into the cache (once per source version and machine); return its path
+    and the seconds spent compiling (0.0 when the cached library was there)."""
+    h = hashlib.sha256()
+    for name in _SOURCES:
+        with open(os.path.join(_HERE, name), "rb") as f:
+            h.update(f.read())
+    h.update(" ".join([cc] + _COMPILE_FLAGS + _LINK_LIBS).encode())
+    h.update(_cpu_key().encode())
+    cache = _cache_dir()
+    path = os.path.join(cache, f"grukit_kernels_{h.hexdigest()[:20]}.so")
+    if os.path.exists(path):
+        return path, 0.0
+    os.makedirs(cache, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        obj, lib = os.path.join(tmp, "kernels.o"), os.path.join(tmp, "kernels.so")
+        # compile and link in two steps: -ffast-math at link time would add crtfastmath.o,
+        # which flushes denormals to zero for the whole process
+        for cmd in ([cc, *_COMPILE_FLAGS, "-c", os.path.join(_HERE, "kernels.c"), "-o", obj],
+                    [cc, "-shared", obj, "-o", lib, *_LINK_LIBS]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0 and cmd[1] == "-shared" and "-lmvec" in cmd:
+                # no libmvec (not glibc): link without it; exp/tanh then stay scalar
+                cmd = [c for c in cmd if c != "-lmvec"]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise OSError(f"{' '.join(cmd)} failed:\n{r.stderr.strip()[-2000:]}")
+        os.replace(lib, path)   # atomic: another process sees the whole library or none
+    return path, time.perf_counter() - t0
+
+
+def _blas_candidates():
+    """Shared libraries that may hold NumPy's BLAS: those loaded now, then NumPy's bundled ones."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                p = line.split()[-1]
+                if p.startswith("/") and ("blas" in p.lower() or "mkl" in p.lower()):
+                    paths.append(p)
+    except OSError:
+        pass
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    for pattern in (os.path.join(root, "numpy.libs", "*blas*"),
+                    os.path.join(os.path.dirname(np.__file__), ".dylibs", "*blas*")):
+        paths.extend(sorted(glob.glob(pattern)))
+    return list(dict.fromkeys(paths))
+
+
+# (sgemm, dgemm, 64-bit integers)
+_GEMM_NAMES = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),
+               ("cblas_sgemm64_", "cblas_dgemm64_", True),
+               ("scipy_cblas_sgemm", "scipy_cblas_dgemm", False),
+               ("cblas_sgemm", "cblas_dgemm", False)]
+
+
+def _find_gemm():
+    for path in _blas_candidates():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for s, d, ilp64 in _GEMM_NAMES:
+            fs, fd = getattr(lib, s, None), getattr(lib, d, None)
+            if fs is not None and fd is not None:
+                addr = ctypes.cast(fs, ctypes.c_void_p).value, ctypes.cast(fd, ctypes.c_void_p).value
+                return lib, addr, ilp64, f"{os.path.basename(path)}:{s}"
+    return None
+
+
+_I, _P = ctypes.c_int64, ctypes.c_void_p
+_C = ctypes.c_int
+_SIGNATURES = {
+    "gru_forward": [_I, _I, _I, _C, _C, _C] + [_P] * 11,
+    "gru_backward": [_I, _I, _I, _I, _C, _C, _C] + [_P] * 21,
+    "lstm_forward": [_I, _I, _I, _C, _C] + [_P] * 9,
+    "lstm_backward": [_I, _I, _I, _I, _C, _C] + [_P] * 19,
+    "rnn_forward": [_I, _I, _I, _C] + [_P] * 6,
+    "rnn_backward": [_I, _I, _I, _I, _C] + [_P] * 15,
+}
+
+
+class Loops:
+    """The library's loops for one dtype, called with arrays: ``loops.gru_forward(T, B, ...)``.
+
+    Each entry takes its integer arguments, then its buffers as arrays (or None); the wrapper
+    checks that every buffer is C-contiguous and of this dtype (masks: uint8) and passes their
+    addresses, holding the arrays until the call returns."""
+
+    def __init__(self, lib, suffix, dtype):
+        self.dtype = np.dtype(dtype)
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, None
+            setattr(self, name, self._wrap(fn, sum(t is not _P for t in argtypes)))
+
+    def _wrap(self, fn, n_scalars):
+        dtype = self.dtype
+
+        def call(*args):
+            conv = list(args[:n_scalars])
+            for a in args[n_scalars:]:
+                if a is None:
+                    conv.append(None)
+                    continue
+                if (a.dtype != dtype and a.dtype != np.uint8) or not a.flags.c_contiguous:
+                    raise TypeError(f"kernels.c needs C-contiguous {dtype} buffers, got "
+                                    f"{a.dtype} of shape {a.shape}, strides {a.strides}")
+                conv.append(a.ctypes.data)
+            fn(*conv)   # args keeps every array alive until here
+        return call
+
+
+def _self_check(lib):
+    """A 2x3 times 3x2 product through the library's GEMM in both types, against NumPy."""
+    for dt, suffix in ((np.float32, "f32"), (np.float64, "f64")):
+        Sx = np.zeros((2, 2, 1), dt)   # T=1, u=2, B=1 states
+        U = np.arange(12, dtype=dt).reshape(2, 6) / 10
+        xp = np.linspace(-1, 1, 6).astype(dt).reshape(1, 6, 1)
+        Sx[0, :, 0] = [0.5, -0.25]
+        a, hu = np.empty((1, 6, 1), dt), np.empty((1, 2, 1), dt)
+        scratch = np.empty((6, 1), dt)
+        fn = getattr(lib, f"gru_forward_{suffix}")
+        fn.argtypes, fn.restype = _SIGNATURES["gru_forward"], None
+        fn(1, 1, 2, 1, 0, 0, U.ctypes.data, None, xp.ctypes.data, Sx.ctypes.data, a.ctypes.data,
+           hu.ctypes.data, None, scratch.ctypes.data, None, None, None)   # linear activations
+        h = Sx[0, :, 0].astype(np.float64)
+        pre = U.astype(np.float64).T @ h
+        z, r = xp[0, :2, 0] + pre[:2], xp[0, 2:4, 0] + pre[2:4]
+        hh = xp[0, 4:, 0] + r * pre[4:]
+        want = hh + z * (h - hh)
+        if not np.allclose(Sx[1, :, 0], want, rtol=1e-5, atol=1e-6):
+            raise OSError(f"self-check failed in {suffix}: got {Sx[1, :, 0]}, expected {want}")
+
+
+def _load():
+    mode = _mode()
+    if mode == "off":
+        _state["reason"] = "turned off by GRUKIT_NATIVE=0"
+        return None
+    cc = _compiler()
+    if cc is None:
+        raise OSError("no C compiler found (set $CC, or install gcc or clang)")
+    found = _find_gemm()
+    if found is None:
+        raise OSError("NumPy's BLAS (cblas_sgemm/cblas_dgemm) was not found")
+    blas_lib, (sgemm, dgemm), ilp64, blas_name = found
+    path, seconds = _build(cc)
+    t0 = time.perf_counter()
+    lib = ctypes.CDLL(path)
+    if lib.grukit_abi_version() != _ABI_VERSION:
+        raise OSError(f"{path} has ABI {lib.grukit_abi_version()}, expected {_ABI_VERSION}")
+    lib.grukit_set_blas.argtypes = [_P, _P, _C]
+    lib.grukit_set_blas(sgemm, dgemm, int(ilp64))
+    _self_check(lib)
+    _state.update(lib=lib, path=path, compile_seconds=seconds, blas=blas_name,
+                  load_seconds=time.perf_counter() - t0, blas_lib=blas_lib,
+                  reason=f"compiled loops loaded from {path}")
+    return lib
+
+
+def library():
+    """The loaded library, building it on first use; None when the NumPy path is to be used."""
+    if _state["loaded"]:
+        return _state["lib"]
+    with _lock:
+        if not _state["loaded"]:
+            try:
+                _load()
+            except Exception as e:   # any failure means: use the NumPy path, and say why
+                _state["lib"] = None
+                _state["reason"] = f"NumPy path: {type(e).__name__}: {e}"
+                if _mode() == "require":
+                    _state["loaded"] = True
+                    raise NativeUnavailable(f"GRUKIT_NATIVE=1 but the compiled loops are "
+                                            f"unavailable: {e}") from e
+            _state["loaded"] = True
+    if _state["lib"] is None and _mode() == "require":
+        raise NativeUnavailable(f"GRUKIT_NATIVE=1 but {_state['reason']}")
+    return _state["lib"]
+
+
+def loops(dtype):
+    """The compiled loops for float32 or float64 arrays, or None (other dtypes, or unavailable)."""
+    dt = np.dtype(dtype)
+    if dt not in _tables:
+        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}.get(dt)
+        lib = library() if suffix else None
+        _tables[dt] = Loops(lib, suffix, dt) if lib is not None else None
+    return _tables[dt]
+
+
+def enabled():
+    """Whether the compiled loops run (building them if this is the first call)."""
+    return library() is not None
+
+
+def info():
+    """Which path the recurrent layers take, and the build's cost: a dict with ``enabled``,
+    ``reason``, ``path`` (the cached library), ``compile_seconds`` (0.0 when it came from the
+    cache), ``load_seconds`` and ``blas`` (the GEMM it calls)."""
+    library()
+    return {"enabled": _state["lib"] is not None, "reason": _state["reason"],
+            "path": _state["path"], "compile_seconds": _state["compile_seconds"],
+            "load_seconds": _state["load_seconds"], "blas": _state["blas"]}
+
+
+def _reset():
+    """Forget the loaded state, so that the next call reloads (tests use this)."""
+    with _lock:
+        _state.update(loaded=False, lib=None, reason="not loaded yet", path=None,
+                      compile_seconds=None, load_seconds=None, blas=None)
+        _tables.clear()
