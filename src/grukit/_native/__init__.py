@@ -5,8 +5,9 @@ path, always there) or, when this module can provide them, in the C loops of ``k
 same math on the same buffers, one call per sequence instead of a dozen NumPy calls per step.
 
 How the compiled path comes to be:
-  * the C compiler that built Python (or ``$CC``) compiles ``kernels.c`` once per machine and
-    source version into the cache folder (``$GRUKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/grukit``,
+  * the C compiler that built Python (or ``$CC``) compiles ``kernels.c``, a Python extension
+    module that needs only Python's headers, once per machine, Python and source version into the
+    cache folder (``$GRUKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/grukit``,
     else ``~/.cache/grukit``); later processes load the cached library, which takes milliseconds;
   * the matrix products go to the BLAS that NumPy itself loaded (its ``cblas_sgemm`` and
     ``cblas_dgemm``), so both paths multiply with the same library and thread settings;
@@ -19,6 +20,8 @@ why, and how long the build took.
 import ctypes
 import glob
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import platform
 import shutil
@@ -34,7 +37,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 1
+_ABI_VERSION = 2
+_MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
 ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 4}
@@ -93,10 +97,12 @@ def _build(cc):
     for name in _SOURCES:
         with open(os.path.join(_HERE, name), "rb") as f:
             h.update(f.read())
-    h.update(" ".join([cc] + _COMPILE_FLAGS + _LINK_LIBS).encode())
+    include = sysconfig.get_paths()["include"]
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    h.update(" ".join([cc, include, suffix] + _COMPILE_FLAGS + _LINK_LIBS).encode())
     h.update(_cpu_key().encode())
     cache = _cache_dir()
-    path = os.path.join(cache, f"grukit_kernels_{h.hexdigest()[:20]}.so")
+    path = os.path.join(cache, f"{_MODULE}_{h.hexdigest()[:20]}{suffix}")
     if os.path.exists(path):
         return path, 0.0
     os.makedirs(cache, exist_ok=True)
@@ -105,7 +111,8 @@ def _build(cc):
         obj, lib = os.path.join(tmp, "kernels.o"), os.path.join(tmp, "kernels.so")
         # compile and link in two steps: -ffast-math at link time would add crtfastmath.o,
         # which flushes denormals to zero for the whole process
-        for cmd in ([cc, *_COMPILE_FLAGS, "-c", os.path.join(_HERE, "kernels.c"), "-o", obj],
+        for cmd in ([cc, *_COMPILE_FLAGS, f"-I{include}", "-c", os.path.join(_HERE, "kernels.c"),
+                     "-o", obj],
                     [cc, "-shared", obj, "-o", lib, *_LINK_LIBS]):
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0 and cmd[1] == "-shared" and "-lmvec" in cmd:
@@ -157,69 +164,45 @@ def _find_gemm():
     return None
 
 
-_I, _P = ctypes.c_int64, ctypes.c_void_p
-_C = ctypes.c_int
-_SIGNATURES = {
-    "gru_forward": [_I, _I, _I, _C, _C, _C] + [_P] * 11,
-    "gru_backward": [_I, _I, _I, _I, _C, _C, _C] + [_P] * 21,
-    "lstm_forward": [_I, _I, _I, _C, _C] + [_P] * 9,
-    "lstm_backward": [_I, _I, _I, _I, _C, _C] + [_P] * 19,
-    "rnn_forward": [_I, _I, _I, _C] + [_P] * 6,
-    "rnn_backward": [_I, _I, _I, _I, _C] + [_P] * 15,
-}
-
-
 class Loops:
-    """The library's loops for one dtype, called with arrays: ``loops.gru_forward(T, B, ...)``.
+    """The module's kernels for one dtype: ``loops.gru_forward(ints, arrays)``, with the integer
+    arguments and the buffers (arrays or None) in the order kernels_impl.h gives. The module
+    checks that every buffer is C-contiguous and of this dtype (masks: bool or uint8)."""
 
-    Each entry takes its integer arguments, then its buffers as arrays (or None); the wrapper
-    checks that every buffer is C-contiguous and of this dtype (masks: uint8) and passes their
-    addresses, holding the arrays until the call returns."""
-
-    def __init__(self, lib, suffix, dtype):
+    def __init__(self, module, dtype):
         self.dtype = np.dtype(dtype)
-        for name, argtypes in _SIGNATURES.items():
-            fn = getattr(lib, f"{name}_{suffix}")
-            fn.argtypes, fn.restype = argtypes, None
-            setattr(self, name, self._wrap(fn, sum(t is not _P for t in argtypes)))
+        f64, run = self.dtype == np.float64, module.run
+        for index, name in enumerate(module.kernels()):
+            setattr(self, name, self._entry(run, index, f64))
 
-    def _wrap(self, fn, n_scalars):
-        dtype = self.dtype
-
-        def call(*args):
-            conv = list(args[:n_scalars])
-            for a in args[n_scalars:]:
-                if a is None:
-                    conv.append(None)
-                    continue
-                if (a.dtype != dtype and a.dtype != np.uint8) or not a.flags.c_contiguous:
-                    raise TypeError(f"kernels.c needs C-contiguous {dtype} buffers, got "
-                                    f"{a.dtype} of shape {a.shape}, strides {a.strides}")
-                conv.append(a.ctypes.data)
-            fn(*conv)   # args keeps every array alive until here
+    @staticmethod
+    def _entry(run, index, f64):
+        def call(ints, arrays):
+            run(index, f64, ints, arrays)
         return call
 
 
-def _self_check(lib):
-    """A 2x3 times 3x2 product through the library's GEMM in both types, against NumPy."""
-    for dt, suffix in ((np.float32, "f32"), (np.float64, "f64")):
-        Sx = np.zeros((2, 2, 1), dt)   # T=1, u=2, B=1 states
-        U = np.arange(12, dtype=dt).reshape(2, 6) / 10
-        xp = np.linspace(-1, 1, 6).astype(dt).reshape(1, 6, 1)
-        Sx[0, :, 0] = [0.5, -0.25]
-        a, hu = np.empty((1, 6, 1), dt), np.empty((1, 2, 1), dt)
-        scratch = np.empty((6, 1), dt)
-        fn = getattr(lib, f"gru_forward_{suffix}")
-        fn.argtypes, fn.restype = _SIGNATURES["gru_forward"], None
-        fn(1, 1, 2, 1, 0, 0, U.ctypes.data, None, xp.ctypes.data, Sx.ctypes.data, a.ctypes.data,
-           hu.ctypes.data, None, scratch.ctypes.data, None, None, None)   # linear activations
-        h = Sx[0, :, 0].astype(np.float64)
+def _self_check(module):
+    """One GRU step with linear activations in both types, against NumPy."""
+    for dt in (np.float32, np.float64):
+        loops = Loops(module, dt)
+        u, G = 2, 6
+        U = (np.arange(12, dtype=dt).reshape(u, G) / 10)
+        xp = np.linspace(-1, 1, G).astype(dt).reshape(G, 1)        # (G, T*B), T = B = 1
+        S = np.zeros((u, 2, 1), dt)
+        S[:, 0, 0] = [0.5, -0.25]
+        a, hu, scratch = np.empty((1, G, 1), dt), np.empty((u, 1, 1), dt), np.empty((G, 1), dt)
+        loops.gru_forward((1, 1, u, 1, 0, 0),
+                          (U, None, xp, S, a, hu, None, scratch, None, None, None))
+        h = S[:, 0, 0].astype(np.float64)
         pre = U.astype(np.float64).T @ h
-        z, r = xp[0, :2, 0] + pre[:2], xp[0, 2:4, 0] + pre[2:4]
-        hh = xp[0, 4:, 0] + r * pre[4:]
+        x = xp[:, 0].astype(np.float64)
+        z, r = x[:2] + pre[:2], x[2:4] + pre[2:4]
+        hh = x[4:] + r * pre[4:]
         want = hh + z * (h - hh)
-        if not np.allclose(Sx[1, :, 0], want, rtol=1e-5, atol=1e-6):
-            raise OSError(f"self-check failed in {suffix}: got {Sx[1, :, 0]}, expected {want}")
+        if not np.allclose(S[:, 1, 0], want, rtol=1e-5, atol=1e-6):
+            raise OSError(f"self-check failed in {np.dtype(dt)}: got {S[:, 1, 0]}, "
+                          f"expected {want}")
 
 
 def _load():
@@ -236,16 +219,18 @@ def _load():
     blas_lib, (sgemm, dgemm), ilp64, blas_name = found
     path, seconds = _build(cc)
     t0 = time.perf_counter()
-    lib = ctypes.CDLL(path)
-    if lib.grukit_abi_version() != _ABI_VERSION:
-        raise OSError(f"{path} has ABI {lib.grukit_abi_version()}, expected {_ABI_VERSION}")
-    lib.grukit_set_blas.argtypes = [_P, _P, _C]
-    lib.grukit_set_blas(sgemm, dgemm, int(ilp64))
-    _self_check(lib)
-    _state.update(lib=lib, path=path, compile_seconds=seconds, blas=blas_name,
+    loader = importlib.machinery.ExtensionFileLoader(_MODULE, path)
+    spec = importlib.util.spec_from_file_location(_MODULE, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    if module.abi_version() != _ABI_VERSION:
+        raise OSError(f"{path} has ABI {module.abi_version()}, expected {_ABI_VERSION}")
+    module.set_blas(sgemm, dgemm, ilp64)
+    _self_check(module)
+    _state.update(lib=module, path=path, compile_seconds=seconds, blas=blas_name,
                   load_seconds=time.perf_counter() - t0, blas_lib=blas_lib,
                   reason=f"compiled loops loaded from {path}")
-    return lib
+    return module
 
 
 def library():
@@ -273,9 +258,8 @@ def loops(dtype):
     """The compiled loops for float32 or float64 arrays, or None (other dtypes, or unavailable)."""
     dt = np.dtype(dtype)
     if dt not in _tables:
-        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}.get(dt)
-        lib = library() if suffix else None
-        _tables[dt] = Loops(lib, suffix, dt) if lib is not None else None
+        module = library() if dt in (np.float32, np.float64) else None
+        _tables[dt] = Loops(module, dt) if module is not None else None
     return _tables[dt]
 
 

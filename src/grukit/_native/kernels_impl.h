@@ -1,10 +1,14 @@
 /* The loops of kernels.c for one floating-point type REAL; SFX(name) gives each its typed name.
  *
- * Layouts (row-major): xp (T, G, B) projected inputs, overwritten going back by dL/dxp; states
- * S (T+1, u, B) with S[0] the initial state; gate values a (T, G, B); masks keep (T, B) with 1
- * where a step is valid; recurrent-dropout mask rmask (u, B) and the dropped states hd (T, u, B);
- * x (T, B, D); W (D, G) and U (u, G) in the loop's gate order; dy (T, u, B), the gradient of the
- * output sequence, or NULL. Gradients dW, dU, db are accumulated: the caller zeroes them.
+ * Every kernel takes (I, P): its integer arguments and its buffers, in the order its comment
+ * gives. Layouts (row-major; u units, G gate rows, T steps, B sequences, D input features):
+ *   per step, contiguous:    a (T, G, B) gate values; tc (T, u, B); dy (T, u, B) or NULL;
+ *                            keep (T, B) 1 where a step is valid, or NULL; dh, dc, d, tmp (., B)
+ *   feature-major over time: xp (G, T*B) projected inputs, overwritten going back by dL/dxp;
+ *                            S (u, T+1, B) states, S[:, 0] the initial one; hu, rh, hd (u, T, B)
+ *   so that step t's block of a feature-major buffer is column block t (row stride T*B, or
+ *   (T+1)*B for states), and the weight gradients are one matrix product over all steps each.
+ *   x, dx (T*B, D); W (D, G); U (u, G), both in the loop's gate order. Gradients are written.
  */
 
 /* C = alpha op(A) op(B) + beta C, all row-major */
@@ -19,7 +23,7 @@ static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alph
                              (int)ldb, beta, C, (int)ldc);
 }
 
-/* y = f(y) in place */
+/* y = f(y) in place, n contiguous values */
 static void SFX(act)(int code, REAL *restrict y, int64_t n)
 {
     int64_t i;
@@ -47,7 +51,7 @@ static void SFX(act)(int code, REAL *restrict y, int64_t n)
     }
 }
 
-/* d *= f'(x), written through the output y = f(x) */
+/* d *= f'(x), written through the output y = f(x); n contiguous values */
 static void SFX(dact_mul)(int code, const REAL *restrict y, REAL *restrict d, int64_t n)
 {
     int64_t i;
@@ -69,23 +73,30 @@ static void SFX(dact_mul)(int code, const REAL *restrict y, REAL *restrict d, in
     }
 }
 
-/* the recurrent matmul's input: h, or h times the recurrent dropout mask (kept in hd[t]) */
-static const REAL *SFX(rec_input)(const REAL *h, const REAL *rmask, REAL *hd_t, int64_t n)
+/* the recurrent matmul's input for a step: h (row stride ls), or h times the recurrent dropout
+ * mask, written to hd_t (row stride lt); *ld gets the row stride of what is returned */
+static const REAL *SFX(rec_input)(const REAL *h, int64_t ls, const REAL *rmask, REAL *hd_t,
+                                  int64_t lt, int64_t u, int64_t B, int64_t *ld)
 {
-    int64_t i;
-    if (!rmask) return h;
-    for (i = 0; i < n; i++) hd_t[i] = h[i] * rmask[i];
+    int64_t j, b;
+    if (!rmask) {
+        *ld = ls;
+        return h;
+    }
+    for (j = 0; j < u; j++)
+        for (b = 0; b < B; b++) hd_t[j * lt + b] = h[j * ls + b] * rmask[j * B + b];
+    *ld = lt;
     return hd_t;
 }
 
-/* where keep[b] is 0, the new state is the old one */
-static void SFX(hold_masked)(const uint8_t *keep_t, const REAL *old, REAL *new_, int64_t u,
-                             int64_t B)
+/* where keep_t[b] is 0 the step changes nothing: new = old (both with row stride ls) */
+static void SFX(hold_masked)(const uint8_t *keep_t, const REAL *old, REAL *new_, int64_t ls,
+                             int64_t u, int64_t B)
 {
     int64_t j, b;
     for (j = 0; j < u; j++)
         for (b = 0; b < B; b++)
-            if (!keep_t[b]) new_[j * B + b] = old[j * B + b];
+            if (!keep_t[b]) new_[j * ls + b] = old[j * ls + b];
 }
 
 /* going back through a masked step: carried = the gradient of the skipped samples, d = the rest */
@@ -113,161 +124,220 @@ static void SFX(add_masked)(REAL *restrict d, const REAL *restrict s, const REAL
     for (i = 0; i < n; i++) d[i] += s[i] * m[i];
 }
 
-/* sums over the batch: acc[g] += sum_b v[g, b] */
-static void SFX(row_sums)(const REAL *restrict v, REAL *restrict acc, int64_t G, int64_t B)
+/* dst (rows, B) with row stride ld <- src (rows, B) contiguous */
+static void SFX(put_rows)(const REAL *src, REAL *dst, int64_t ld, int64_t rows, int64_t B)
 {
-    int64_t g, b;
+    int64_t j;
+    for (j = 0; j < rows; j++) memcpy(dst + j * ld, src + j * B, (size_t)B * sizeof(REAL));
+}
+
+/* acc[g] = sum_k v[g, k], v (G, K) contiguous */
+static void SFX(row_sums)(const REAL *restrict v, REAL *restrict acc, int64_t G, int64_t K)
+{
+    int64_t g, k;
     for (g = 0; g < G; g++) {
         REAL s = 0;
-        for (b = 0; b < B; b++) s += v[g * B + b];
-        acc[g] += s;
+        for (k = 0; k < K; k++) s += v[g * K + k];
+        acc[g] = s;
     }
 }
 
-/* what a step's dL/dxp_t (G, B) gives the input weights, the bias and the input x_t (B, D) */
-static void SFX(input_grads)(int64_t B, int64_t D, int64_t G, const REAL *x_t, const REAL *W,
-                             const REAL *dxp_t, REAL *dW, REAL *db, REAL *dx_t)
+/* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T, dL/db = dxp summed over steps and batch */
+static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, const REAL *W,
+                             const REAL *dxp, REAL *dW, REAL *db, REAL *dx)
 {
-    SFX(gemm)(1, 1, D, G, B, 1, x_t, D, dxp_t, B, 1, dW, G);       /* dW += x_t^T dxp_t^T */
-    if (db) SFX(row_sums)(dxp_t, db, G, B);
-    SFX(gemm)(1, 1, B, D, G, 1, dxp_t, B, W, G, 0, dx_t, D);       /* dx_t = dxp_t^T W^T */
+    SFX(gemm)(1, 1, D, G, TB, 1, x, D, dxp, TB, 0, dW, G);
+    SFX(gemm)(1, 1, TB, D, G, 1, dxp, TB, W, G, 0, dx, D);
+    if (db) SFX(row_sums)(dxp, db, G, TB);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* GRU, gate order z, r, h. reset_after: hu[t] = h Uh + bh' is kept and h~ = f(xh + r * hu);
- * otherwise rh[t] = r * h is kept and h~ = f(xh + (r * h) Uh). scratch is (3u, B). */
-void SFX(gru_forward)(int64_t T, int64_t B, int64_t u, int reset_after, int act, int ract,
-                      const REAL *U, const REAL *b2h, const REAL *xp, REAL *S, REAL *a, REAL *hu,
-                      REAL *rh, REAL *scratch, const REAL *rmask, REAL *hd, const uint8_t *keep)
+/* GRU, gate order z, r, h. With reset_after, hu = h Uh + bh' is kept and h~ = f(xh + r * hu);
+ * without, rh = r * h is kept and h~ = f(xh + (r * h) Uh).
+ * I: T, B, u, reset_after, act, ract
+ * P: U, b2h (u) or NULL, xp, S, a, hu or NULL, rh or NULL, scratch (G, B), rmask (u, B) or NULL,
+ *    hd or NULL, keep or NULL */
+static void SFX(gru_forward)(const int64_t *I, void *const *P)
 {
-    int64_t t, i, j, b, n = u * B, G = 3 * u;
+    const int64_t T = I[0], B = I[1], u = I[2], G = 3 * u, n = u * B;
+    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int reset_after = (int)I[3], act = (int)I[4], ract = (int)I[5];
+    const REAL *U = P[0], *b2h = P[1], *xp = P[2], *rmask = P[8];
+    REAL *S = P[3], *a = P[4], *hu = P[5], *rh = P[6], *scratch = P[7], *hd = P[9];
+    const uint8_t *keep = P[10];
+    int64_t t, j, b, i, lh;
     for (t = 0; t < T; t++) {
-        const REAL *h = S + t * n, *x_t = xp + t * G * B;
-        REAL *h_new = S + (t + 1) * n, *a_t = a + t * G * B;
+        const REAL *h = S + t * B, *x_t = xp + t * B;
+        REAL *h_new = S + (t + 1) * B, *a_t = a + t * G * B;
         REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
-        const REAL *h_in = SFX(rec_input)(h, rmask, hd ? hd + t * n : 0, n);
-        if (reset_after)
-            SFX(gemm)(1, 0, G, B, u, 1, U, G, h_in, B, 0, scratch, B);      /* U^T h */
-        else
-            SFX(gemm)(1, 0, 2 * u, B, u, 1, U, G, h_in, B, 0, scratch, B);  /* [Uz|Ur]^T h */
-        for (i = 0; i < 2 * n; i++) a_t[i] = x_t[i] + scratch[i];
+        const REAL *h_in = SFX(rec_input)(h, ls, rmask, hd ? hd + t * B : 0, lt, u, B, &lh);
+        SFX(gemm)(1, 0, reset_after ? G : 2 * u, B, u, 1, U, G, h_in, lh, 0, scratch, B);
+        for (j = 0; j < 2 * u; j++)
+            for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * lt + b] + scratch[j * B + b];
         SFX(act)(ract, a_t, 2 * n);
         if (reset_after) {
-            REAL *hu_t = hu + t * n;
+            REAL *hu_t = hu + t * B;
             for (j = 0; j < u; j++) {
                 REAL c = b2h ? b2h[j] : 0;
-                for (b = 0; b < B; b++) hu_t[j * B + b] = scratch[2 * n + j * B + b] + c;
+                for (b = 0; b < B; b++) {
+                    REAL v = scratch[(2 * u + j) * B + b] + c;
+                    hu_t[j * lt + b] = v;
+                    hh[j * B + b] = x_t[(2 * u + j) * lt + b] + r[j * B + b] * v;
+                }
             }
-            for (i = 0; i < n; i++) hh[i] = x_t[2 * n + i] + r[i] * hu_t[i];
         } else {
-            REAL *rh_t = rh + t * n;
-            for (i = 0; i < n; i++) rh_t[i] = r[i] * h_in[i];
-            SFX(gemm)(1, 0, u, B, u, 1, U + 2 * u, G, rh_t, B, 0, hh, B);  /* Uh^T (r h) */
-            for (i = 0; i < n; i++) hh[i] += x_t[2 * n + i];
+            REAL *rh_t = rh + t * B;
+            for (j = 0; j < u; j++)
+                for (b = 0; b < B; b++) rh_t[j * lt + b] = r[j * B + b] * h_in[j * lh + b];
+            SFX(gemm)(1, 0, u, B, u, 1, U + 2 * u, G, rh_t, lt, 0, hh, B);  /* Uh^T (r h) */
+            for (j = 0; j < u; j++)
+                for (b = 0; b < B; b++) hh[j * B + b] += x_t[(2 * u + j) * lt + b];
         }
         SFX(act)(act, hh, n);
-        for (i = 0; i < n; i++) h_new[i] = hh[i] + z[i] * (h[i] - hh[i]);
-        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, u, B);
+        for (j = 0; j < u; j++)
+            for (b = 0; b < B; b++) {
+                REAL hv = h[j * ls + b], c = hh[j * B + b];
+                i = j * B + b;
+                h_new[j * ls + b] = c + z[i] * (hv - c);
+            }
+        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ls, u, B);
     }
 }
 
-/* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp. tmp and carried are (u, B).
- * dbh (u) gets dL/dbh' (reset_after with a bias); dbh and db may be NULL. */
-void SFX(gru_backward)(int64_t T, int64_t B, int64_t u, int64_t D, int reset_after, int act,
-                       int ract, const REAL *U, const REAL *W, REAL *dxp, const REAL *S,
-                       const REAL *a, const REAL *hu, const REAL *rh, REAL *scratch, REAL *tmp,
-                       REAL *carried, const REAL *rmask, const REAL *hd, const uint8_t *keep,
-                       const REAL *dy, REAL *dh, const REAL *x, REAL *dx, REAL *dW, REAL *dU,
-                       REAL *db, REAL *dbh)
+/* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp; hu is overwritten by dL/d(h Uh + bh').
+ * I: T, B, u, D, reset_after, act, ract
+ * P: U, W, xp, S, a, hu, rh, d (G, B), tmp (u, B), carried (u, B) or NULL, rmask, hd, keep, dy,
+ *    dh, x, dx, dW, dU, db (G) or NULL, dbh (u) or NULL */
+static void SFX(gru_backward)(const int64_t *I, void *const *P)
 {
-    int64_t t, i, n = u * B, G = 3 * u;
+    const int64_t T = I[0], B = I[1], u = I[2], D = I[3], G = 3 * u, n = u * B;
+    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int reset_after = (int)I[4], act = (int)I[5], ract = (int)I[6];
+    const REAL *U = P[0], *W = P[1], *S = P[3], *a = P[4], *rh = P[6], *rmask = P[10];
+    const REAL *hd = P[11], *dy = P[13], *x = P[15];
+    REAL *dxp = P[2], *hu = P[5], *d = P[7], *tmp = P[8], *carried = P[9], *dh = P[14];
+    REAL *dx = P[16], *dW = P[17], *dU = P[18], *db = P[19], *dbh = P[20];
+    const uint8_t *keep = P[12];
+    const REAL *H_in = rmask ? hd : S;         /* every step's recurrent input, (u, T*B) */
+    const int64_t l_in = rmask ? lt : ls;
+    int64_t t, i, j, b;
+    REAL *dz = d, *dr = d + n, *dc = d + 2 * n;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *h = S + t * n, *a_t = a + t * G * B;
+        const REAL *h = S + t * B, *a_t = a + t * G * B, *h_in = H_in + t * B;
         const REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
-        const REAL *h_in = rmask ? hd + t * n : h;
-        REAL *d_t = dxp + t * G * B, *dz = d_t, *dr = d_t + n, *dc = d_t + 2 * n;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) SFX(split_masked)(keep + t * B, dh, carried, u, B);
         /* candidate and update gate */
         for (i = 0; i < n; i++) dc[i] = ((REAL)1 - z[i]) * dh[i];
         SFX(dact_mul)(act, hh, dc, n);
-        for (i = 0; i < n; i++) dz[i] = (h[i] - hh[i]) * dh[i];
+        for (j = 0; j < u; j++)
+            for (b = 0; b < B; b++) {
+                i = j * B + b;
+                dz[i] = (h[j * ls + b] - hh[i]) * dh[i];
+            }
         SFX(dact_mul)(ract, z, dz, n);
         for (i = 0; i < n; i++) dh[i] *= z[i];               /* through z * h */
         if (reset_after) {
-            const REAL *hu_t = hu + t * n;
-            for (i = 0; i < n; i++) dr[i] = dc[i] * hu_t[i];
+            REAL *hu_t = hu + t * B;
+            for (j = 0; j < u; j++)
+                for (b = 0; b < B; b++) dr[j * B + b] = dc[j * B + b] * hu_t[j * lt + b];
             SFX(dact_mul)(ract, r, dr, n);
-            /* dL/d(h U + b'), then through h U */
-            memcpy(scratch, d_t, (size_t)(2 * n) * sizeof(REAL));
-            for (i = 0; i < n; i++) scratch[2 * n + i] = dc[i] * r[i];
+            SFX(put_rows)(d, dxp + t * B, lt, G, B);
+            /* d's last block becomes dL/d(h Uh + bh') = dc * r, kept in hu for dL/dU */
+            for (j = 0; j < u; j++)
+                for (b = 0; b < B; b++) {
+                    i = j * B + b;
+                    dc[i] *= r[i];
+                    hu_t[j * lt + b] = dc[i];
+                }
             if (rmask) {
-                SFX(gemm)(0, 0, u, B, G, 1, U, G, scratch, B, 0, tmp, B);
+                SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, tmp, B);
                 SFX(add_masked)(dh, tmp, rmask, n);
             } else {
-                SFX(gemm)(0, 0, u, B, G, 1, U, G, scratch, B, 1, dh, B);
+                SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 1, dh, B);   /* dh += U dhu */
             }
-            SFX(gemm)(0, 1, u, G, B, 1, h_in, B, scratch, B, 1, dU, G);   /* dU += h dhu^T */
-            if (dbh) SFX(row_sums)(scratch + 2 * n, dbh, u, B);
         } else {
             /* r multiplies h before Uh */
             SFX(gemm)(0, 0, u, B, u, 1, U + 2 * u, G, dc, B, 0, tmp, B);   /* dL/d(r h) */
-            for (i = 0; i < n; i++) dr[i] = tmp[i] * h_in[i];
+            for (j = 0; j < u; j++)
+                for (b = 0; b < B; b++) dr[j * B + b] = tmp[j * B + b] * h_in[j * l_in + b];
             SFX(dact_mul)(ract, r, dr, n);
             for (i = 0; i < n; i++) tmp[i] *= r[i];
-            SFX(gemm)(0, 0, u, B, 2 * u, 1, U, G, d_t, B, 1, tmp, B);    /* + [Uz|Ur] dzr */
+            SFX(gemm)(0, 0, u, B, 2 * u, 1, U, G, d, B, 1, tmp, B);     /* + [Uz|Ur] dzr */
             if (rmask) SFX(add_masked)(dh, tmp, rmask, n);
             else SFX(add)(dh, tmp, n);
-            SFX(gemm)(0, 1, u, 2 * u, B, 1, h_in, B, d_t, B, 1, dU, G);
-            SFX(gemm)(0, 1, u, u, B, 1, rh + t * n, B, dc, B, 1, dU + 2 * u, G);
+            SFX(put_rows)(d, dxp + t * B, lt, G, B);
         }
-        SFX(input_grads)(B, D, G, x + t * B * D, W, d_t, dW, db, dx + t * B * D);
         if (keep) SFX(add)(dh, carried, n);
+    }
+    SFX(input_grads)(lt, D, G, x, W, dxp, dW, db, dx);
+    SFX(gemm)(0, 1, u, 2 * u, lt, 1, H_in, l_in, dxp, lt, 0, dU, G);
+    if (reset_after) {
+        SFX(gemm)(0, 1, u, u, lt, 1, H_in, l_in, hu, lt, 0, dU + 2 * u, G);
+        if (dbh) SFX(row_sums)(hu, dbh, u, lt);
+    } else {
+        SFX(gemm)(0, 1, u, u, lt, 1, rh, lt, dxp + 2 * u * lt, lt, 0, dU + 2 * u, G);
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* LSTM, loop gate order i, f, o, g (U and W permuted to it by the caller); S holds h then c:
- * Sh, Sc (T+1, u, B). tc[t] = f(c_t). */
-void SFX(lstm_forward)(int64_t T, int64_t B, int64_t u, int act, int ract, const REAL *U,
-                       const REAL *xp, REAL *Sh, REAL *Sc, REAL *a, REAL *tc,
-                       const REAL *rmask, REAL *hd, const uint8_t *keep)
+/* LSTM, loop gate order i, f, o, g (U and W permuted to it by the caller). tc[t] = f(c_t).
+ * I: T, B, u, act, ract
+ * P: U, xp, Sh, Sc, a, tc, rmask, hd, keep */
+static void SFX(lstm_forward)(const int64_t *I, void *const *P)
 {
-    int64_t t, i, n = u * B, G = 4 * u;
+    const int64_t T = I[0], B = I[1], u = I[2], G = 4 * u, n = u * B;
+    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int act = (int)I[3], ract = (int)I[4];
+    const REAL *U = P[0], *xp = P[1], *rmask = P[6];
+    REAL *Sh = P[2], *Sc = P[3], *a = P[4], *tc = P[5], *hd = P[7];
+    const uint8_t *keep = P[8];
+    int64_t t, j, b, i, lh;
     for (t = 0; t < T; t++) {
-        const REAL *h = Sh + t * n, *c = Sc + t * n, *x_t = xp + t * G * B;
-        REAL *h_new = Sh + (t + 1) * n, *c_new = Sc + (t + 1) * n, *a_t = a + t * G * B;
+        const REAL *h = Sh + t * B, *c = Sc + t * B, *x_t = xp + t * B;
+        REAL *h_new = Sh + (t + 1) * B, *c_new = Sc + (t + 1) * B, *a_t = a + t * G * B;
         REAL *ig = a_t, *fg = a_t + n, *og = a_t + 2 * n, *g = a_t + 3 * n, *tc_t = tc + t * n;
-        const REAL *h_in = SFX(rec_input)(h, rmask, hd ? hd + t * n : 0, n);
-        SFX(gemm)(1, 0, G, B, u, 1, U, G, h_in, B, 0, a_t, B);          /* U^T h */
-        for (i = 0; i < G * B; i++) a_t[i] += x_t[i];
+        const REAL *h_in = SFX(rec_input)(h, ls, rmask, hd ? hd + t * B : 0, lt, u, B, &lh);
+        SFX(gemm)(1, 0, G, B, u, 1, U, G, h_in, lh, 0, a_t, B);          /* U^T h */
+        for (j = 0; j < G; j++)
+            for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * lt + b];
         SFX(act)(ract, a_t, 3 * n);
         SFX(act)(act, g, n);
-        for (i = 0; i < n; i++) c_new[i] = fg[i] * c[i] + ig[i] * g[i];
-        memcpy(tc_t, c_new, (size_t)n * sizeof(REAL));
+        for (j = 0; j < u; j++)
+            for (b = 0; b < B; b++) {
+                i = j * B + b;
+                tc_t[i] = fg[i] * c[j * ls + b] + ig[i] * g[i];
+                c_new[j * ls + b] = tc_t[i];
+            }
         SFX(act)(act, tc_t, n);
-        for (i = 0; i < n; i++) h_new[i] = og[i] * tc_t[i];
+        for (j = 0; j < u; j++)
+            for (b = 0; b < B; b++) h_new[j * ls + b] = og[j * B + b] * tc_t[j * B + b];
         if (keep) {
-            SFX(hold_masked)(keep + t * B, h, h_new, u, B);
-            SFX(hold_masked)(keep + t * B, c, c_new, u, B);
+            SFX(hold_masked)(keep + t * B, h, h_new, ls, u, B);
+            SFX(hold_masked)(keep + t * B, c, c_new, ls, u, B);
         }
     }
 }
 
-/* dh, dc (u, B): in, dL/dh_T and dL/dc_T; out, the same for step 0. carried is (2u, B). */
-void SFX(lstm_backward)(int64_t T, int64_t B, int64_t u, int64_t D, int act, int ract,
-                        const REAL *U, const REAL *W, REAL *dxp, const REAL *Sc, const REAL *Sh,
-                        const REAL *a, const REAL *tc, REAL *carried, const REAL *rmask,
-                        const REAL *hd, const uint8_t *keep, const REAL *dy, REAL *dh, REAL *dc,
-                        const REAL *x, REAL *dx, REAL *dW, REAL *dU, REAL *db)
+/* dh, dc (u, B): in, dL/dh_T and dL/dc_T; out, the same for step 0.
+ * I: T, B, u, D, act, ract
+ * P: U, W, xp, Sc, Sh, a, tc, d (G, B), carried (2u, B) or NULL, rmask, hd, keep, dy, dh, dc,
+ *    x, dx, dW, dU, db or NULL */
+static void SFX(lstm_backward)(const int64_t *I, void *const *P)
 {
-    int64_t t, i, n = u * B, G = 4 * u;
+    const int64_t T = I[0], B = I[1], u = I[2], D = I[3], G = 4 * u, n = u * B;
+    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int act = (int)I[4], ract = (int)I[5];
+    const REAL *U = P[0], *W = P[1], *Sc = P[3], *Sh = P[4], *a = P[5], *tc = P[6];
+    const REAL *rmask = P[9], *hd = P[10], *dy = P[12], *x = P[15];
+    REAL *dxp = P[2], *d = P[7], *carried = P[8], *dh = P[13], *dc = P[14], *dx = P[16];
+    REAL *dW = P[17], *dU = P[18], *db = P[19];
+    const uint8_t *keep = P[11];
+    REAL *di = d, *df = d + n, *dO = d + 2 * n, *dg = d + 3 * n;
+    int64_t t, i, j, b;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *c = Sc + t * n, *a_t = a + t * G * B, *tc_t = tc + t * n;
+        const REAL *c = Sc + t * B, *a_t = a + t * G * B, *tc_t = tc + t * n;
         const REAL *ig = a_t, *fg = a_t + n, *og = a_t + 2 * n, *g = a_t + 3 * n;
-        const REAL *h_in = rmask ? hd + t * n : Sh + t * n;
-        REAL *d_t = dxp + t * G * B, *di = d_t, *df = d_t + n, *dO = d_t + 2 * n,
-             *dg = d_t + 3 * n;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) {
             SFX(split_masked)(keep + t * B, dh, carried, u, B);
@@ -282,60 +352,74 @@ void SFX(lstm_backward)(int64_t T, int64_t B, int64_t u, int64_t D, int act, int
         /* input gate, forget gate, candidate */
         for (i = 0; i < n; i++) di[i] = dc[i] * g[i];
         SFX(dact_mul)(ract, ig, di, n);
-        for (i = 0; i < n; i++) df[i] = dc[i] * c[i];
+        for (j = 0; j < u; j++)
+            for (b = 0; b < B; b++) df[j * B + b] = dc[j * B + b] * c[j * ls + b];
         SFX(dact_mul)(ract, fg, df, n);
         for (i = 0; i < n; i++) dg[i] = dc[i] * ig[i];
         SFX(dact_mul)(act, g, dg, n);
         for (i = 0; i < n; i++) dc[i] *= fg[i];
         /* the previous h, through h U */
-        SFX(gemm)(0, 0, u, B, G, 1, U, G, d_t, B, 0, dh, B);
+        SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        SFX(gemm)(0, 1, u, G, B, 1, h_in, B, d_t, B, 1, dU, G);
-        SFX(input_grads)(B, D, G, x + t * B * D, W, d_t, dW, db, dx + t * B * D);
+        SFX(put_rows)(d, dxp + t * B, lt, G, B);
         if (keep) {
             SFX(add)(dh, carried, n);
             SFX(add)(dc, carried + n, n);
         }
     }
+    SFX(input_grads)(lt, D, G, x, W, dxp, dW, db, dx);
+    SFX(gemm)(0, 1, u, G, lt, 1, rmask ? hd : Sh, rmask ? lt : ls, dxp, lt, 0, dU, G);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* SimpleRNN: h_t = f(x W + b + h U) */
-void SFX(rnn_forward)(int64_t T, int64_t B, int64_t u, int act, const REAL *U, const REAL *xp,
-                      REAL *S, const REAL *rmask, REAL *hd, const uint8_t *keep)
+/* SimpleRNN: h_t = f(x W + b + h U).
+ * I: T, B, u, act
+ * P: U, xp, S, scratch (u, B), rmask, hd, keep */
+static void SFX(rnn_forward)(const int64_t *I, void *const *P)
 {
-    int64_t t, i, n = u * B;
+    const int64_t T = I[0], B = I[1], u = I[2], n = u * B, lt = T * B, ls = (T + 1) * B;
+    const int act = (int)I[3];
+    const REAL *U = P[0], *xp = P[1], *rmask = P[4];
+    REAL *S = P[2], *scratch = P[3], *hd = P[5];
+    const uint8_t *keep = P[6];
+    int64_t t, j, b, lh;
     for (t = 0; t < T; t++) {
-        const REAL *h = S + t * n, *x_t = xp + t * n;
-        REAL *h_new = S + (t + 1) * n;
-        const REAL *h_in = SFX(rec_input)(h, rmask, hd ? hd + t * n : 0, n);
-        SFX(gemm)(1, 0, u, B, u, 1, U, u, h_in, B, 0, h_new, B);
-        for (i = 0; i < n; i++) h_new[i] += x_t[i];
-        SFX(act)(act, h_new, n);
-        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, u, B);
+        const REAL *h = S + t * B, *x_t = xp + t * B;
+        REAL *h_new = S + (t + 1) * B;
+        const REAL *h_in = SFX(rec_input)(h, ls, rmask, hd ? hd + t * B : 0, lt, u, B, &lh);
+        SFX(gemm)(1, 0, u, B, u, 1, U, u, h_in, lh, 0, scratch, B);
+        for (j = 0; j < u; j++)
+            for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * lt + b];
+        SFX(act)(act, scratch, n);
+        SFX(put_rows)(scratch, h_new, ls, u, B);
+        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ls, u, B);
     }
 }
 
-void SFX(rnn_backward)(int64_t T, int64_t B, int64_t u, int64_t D, int act, const REAL *U,
-                       const REAL *W, REAL *dxp, const REAL *S, REAL *carried, const REAL *rmask,
-                       const REAL *hd, const uint8_t *keep, const REAL *dy, REAL *dh,
-                       const REAL *x, REAL *dx, REAL *dW, REAL *dU, REAL *db)
+/* I: T, B, u, D, act
+ * P: U, W, xp, S, d (u, B), carried or NULL, rmask, hd, keep, dy, dh, x, dx, dW, dU, db */
+static void SFX(rnn_backward)(const int64_t *I, void *const *P)
 {
-    int64_t t, n = u * B;
+    const int64_t T = I[0], B = I[1], u = I[2], D = I[3], n = u * B, lt = T * B;
+    const int64_t ls = (T + 1) * B;
+    const int act = (int)I[4];
+    const REAL *U = P[0], *W = P[1], *S = P[3], *rmask = P[6], *hd = P[7], *dy = P[9];
+    const REAL *x = P[11];
+    REAL *dxp = P[2], *d = P[4], *carried = P[5], *dh = P[10], *dx = P[12], *dW = P[13];
+    REAL *dU = P[14], *db = P[15];
+    const uint8_t *keep = P[8];
+    int64_t t, i, j;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *h_in = rmask ? hd + t * n : S + t * n;
-        REAL *d_t = dxp + t * n;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) SFX(split_masked)(keep + t * B, dh, carried, u, B);
-        memcpy(d_t, dh, (size_t)n * sizeof(REAL));
-        SFX(dact_mul)(act, S + (t + 1) * n, d_t, n);
-        SFX(gemm)(0, 0, u, B, u, 1, U, u, d_t, B, 0, dh, B);
-        if (rmask) {
-            int64_t i;
-            for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        }
-        SFX(gemm)(0, 1, u, u, B, 1, h_in, B, d_t, B, 1, dU, u);
-        SFX(input_grads)(B, D, u, x + t * B * D, W, d_t, dW, db, dx + t * B * D);
+        memcpy(d, dh, (size_t)n * sizeof(REAL));
+        for (j = 0; j < u; j++)   /* through f, whose output h_t has row stride ls */
+            SFX(dact_mul)(act, S + (t + 1) * B + j * ls, d + j * B, B);
+        SFX(gemm)(0, 0, u, B, u, 1, U, u, d, B, 0, dh, B);
+        if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
+        SFX(put_rows)(d, dxp + t * B, lt, u, B);
         if (keep) SFX(add)(dh, carried, n);
     }
+    SFX(input_grads)(lt, D, u, x, W, dxp, dW, db, dx);
+    SFX(gemm)(0, 1, u, u, lt, 1, rmask ? hd : S, rmask ? lt : ls, dxp, lt, 0, dU, u);
 }

@@ -51,7 +51,7 @@ class GRUCell(Cell):
             b[:2 * self.units] += b2[:2 * self.units]
         return W, b
 
-    def workspace(self, T, B, dt, native=False):
+    def workspace(self, T, B, dt):
         u = self.units
         ws = {"a": np.empty((T, 3 * u, B), dt)}        # gate values z, r, h~
         if self.reset_after:
@@ -62,8 +62,6 @@ class GRUCell(Cell):
         else:
             ws["scratch"] = np.empty((2 * u, B), dt)   # h [Uz|Ur], one step
             ws["rh"] = np.empty((T, u, B), dt)         # r * h
-            if native:
-                return ws
             U = self.params["recurrent_kernel"]
             ws["U_zr"] = np.ascontiguousarray(U[:, :2 * u])
             ws["U_h"] = np.ascontiguousarray(U[:, 2 * u:])
@@ -142,25 +140,35 @@ class GRUCell(Cell):
             drh += np.dot(ws["U_zr"], dxp[:2 * u])
             self.add_rec_grad(dh, drh, ws)
 
-    def forward_native(self, fast, xp, S, ws, keep):
-        T, _, B = xp.shape
-        U = np.ascontiguousarray(self.params["recurrent_kernel"])
-        fast.gru_forward(T, B, self.units, int(self.reset_after), *self.native_codes(), U,
-                         ws.get("b2"), xp, S[0], ws["a"], ws.get("hu"), ws.get("rh"),
-                         ws["scratch"], ws.get("rmask"), ws.get("hd"), keep)
+    def native_workspace(self, T, B, dt):
+        u = self.units
+        ws = {"a": np.empty((T, 3 * u, B), dt), "scratch": np.empty((3 * u, B), dt)}
+        if self.reset_after:
+            ws["hu"] = np.empty((u, T, B), dt)         # h Uh + bh'; going back, dL/d of it
+            b2 = self.recurrent_bias()
+            ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[2 * u:])
+        else:
+            ws["rh"] = np.empty((u, T, B), dt)         # r * h
+        return ws
 
-    def backward_native(self, fast, x_in, xp, S, ws, dS, dy_tm, keep, dx):
+    def forward_native(self, fast, xp, Sn, ws, keep):
+        T, _, B = ws["a"].shape
+        U = np.ascontiguousarray(self.params["recurrent_kernel"])
+        fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes()),
+                         (U, ws.get("b2"), xp, Sn[0], ws["a"], ws.get("hu"), ws.get("rh"),
+                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep))
+
+    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, carried = self.native_buffers(x_in, keep, u)
-        dbh = np.zeros(u, dx.dtype) if (db is not None and self.reset_after) else None
-        fast.gru_backward(T, B, u, D, int(self.reset_after), *self.native_codes(),
-                          np.ascontiguousarray(self.params["recurrent_kernel"]),
-                          np.ascontiguousarray(self.params["kernel"]), xp, S[0], ws["a"],
-                          ws.get("hu"), ws.get("rh"), ws["scratch"] if self.reset_after else None,
-                          np.empty((u, B), dx.dtype), carried, ws.get("rmask"), ws.get("hd"),
-                          keep, dy_tm, dS[0], x_in, dx, dW, dU, db, dbh)
-        ws["dxp"] = xp
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u)
+        dbh = np.empty(u, dx.dtype) if (db is not None and self.reset_after) else None
+        fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
+                          (np.ascontiguousarray(self.params["recurrent_kernel"]),
+                           np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], ws["a"],
+                           ws.get("hu"), ws.get("rh"), d, np.empty((u, B), dx.dtype), carried,
+                           ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
+                           db, dbh))
         grads = {"kernel": dW, "recurrent_kernel": dU}
         if db is not None:
             grads["bias"] = np.stack([db, np.concatenate([db[:2 * u], dbh])]) \

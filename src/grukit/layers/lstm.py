@@ -38,33 +38,35 @@ class LSTMCell(Cell):
         b = self.params["bias"][order] if self.use_bias else None
         return self.params["kernel"][:, order], b
 
-    def workspace(self, T, B, dt, native=False):
+    def workspace(self, T, B, dt):
         u = self.units
-        U = np.ascontiguousarray(self.params["recurrent_kernel"][:, self._order()])
-        ws = {"a": np.empty((T, 4 * u, B), dt),       # gate values i, f, o, g
-              "tc": np.empty((T, u, B), dt),          # f(c_t)
-              "U": U}
-        if not native:
-            ws["ig"] = np.empty((u, B), dt)           # i * g, one step
-            ws["U_T"] = np.ascontiguousarray(U.T)
-        return ws
+        U = self.params["recurrent_kernel"][:, self._order()]
+        return {"a": np.empty((T, 4 * u, B), dt),     # gate values i, f, o, g
+                "tc": np.empty((T, u, B), dt),        # f(c_t)
+                "ig": np.empty((u, B), dt),           # i * g, one step
+                "U": np.ascontiguousarray(U), "U_T": np.ascontiguousarray(U.T)}
 
-    def forward_native(self, fast, xp, S, ws, keep):
-        T, _, B = xp.shape
-        fast.lstm_forward(T, B, self.units, *self.native_codes(), ws["U"], xp, S[0],
-                          S[1], ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"),
-                          keep)
+    def native_workspace(self, T, B, dt):
+        u = self.units
+        return {"a": np.empty((T, 4 * u, B), dt), "tc": np.empty((T, u, B), dt),
+                "U": np.ascontiguousarray(self.params["recurrent_kernel"][:, self._order()])}
 
-    def backward_native(self, fast, x_in, xp, S, ws, dS, dy_tm, keep, dx):
+    def forward_native(self, fast, xp, Sn, ws, keep):
+        T, _, B = ws["a"].shape
+        fast.lstm_forward((T, B, self.units, *self.native_codes()),
+                          (ws["U"], xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"),
+                           ws.get("hd"), keep))
+
+    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx):
         T, B, D = x_in.shape
         u, order = self.units, self._order()
-        dW, dU, db, carried = self.native_buffers(x_in, keep, 2 * u)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u)
         W = np.ascontiguousarray(self.params["kernel"][:, order])
-        fast.lstm_backward(T, B, u, D, *self.native_codes(), ws["U"], W, xp, S[1],
-                           S[0], ws["a"], ws["tc"], carried, ws.get("rmask"),
-                           ws.get("hd"), keep, dy_tm, dS[0], dS[1], x_in,
-                           dx, dW, dU, db)
-        ws["dxp"] = xp
+        Sh, Sc = ws["Sn"]
+        fast.lstm_backward((T, B, u, D, *self.native_codes()),
+                           (ws["U"], W, xp, Sc, Sh, ws["a"], ws["tc"], d, carried,
+                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], dS[1], x_in, dx,
+                            dW, dU, db))
         # back to the kernel's gate order (the permutation is its own inverse)
         grads = {"kernel": dW[:, order], "recurrent_kernel": dU[:, order]}
         if db is not None:

@@ -32,11 +32,15 @@ The cell contract (see :class:`Cell`):
     ``recurrent_grads(S, ws, grads)``  dL/d recurrent_kernel (and recurrent bias), after the loop
 
 The compiled path (grukit._native, kernels.c): when it is available and both activations are ones
-it knows, a cell runs the whole loop in one call instead, on the same buffers:
-    ``forward_native(fast, xp, S, ws, keep)``         every step of ``step``
-    ``backward_native(fast, x_in, xp, S, ws, dS, dy_tm, keep, dx)``  every step of
-                                     ``step_backward``, and all the weight gradients: returns grads
-``keep`` is the mask as (T, B) uint8 or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
+it knows, a cell runs the whole loop in one call instead. Its buffers that span all steps are
+feature-major over time, xp (G, T*B) and states (u, T+1, B) (``ws["Sn"]``; ``S[k]`` is a view of
+them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product:
+    ``project_feature_major(x_in)``  xp = (x W + b)^T, (G, T*B)
+    ``native_workspace(T, B)``       the buffers the loops fill
+    ``forward_native(fast, xp, Sn, ws, keep)``         every step forward
+    ``backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx)``  every step back, and the
+                                     weight gradients: returns grads; dL/dxp overwrites xp
+``keep`` is the mask as (T, B) bool or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
 the reference: tests run both paths on every option and compare them.
 """
 import numpy as np
@@ -147,15 +151,28 @@ class Cell:
                 _native.ACTIVATIONS[self.recurrent_activation.name])
 
     def native_buffers(self, x_in, keep, carried_rows):
-        """Zeroed dL/dW (D, G), dL/dU (u, G), dL/db (G,) or None, for the compiled backward to
-        accumulate, and the (carried_rows, B) buffer its masked steps need (None without a mask)."""
+        """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (G,) or None; and
+        its scratch: one step's dL/dxp (G, B), and the (carried_rows, B) buffer that masked steps
+        need (None without a mask)."""
         T, B, D = x_in.shape
         G, dt = self.gates * self.units, x_in.dtype
-        return (np.zeros((D, G), dt), np.zeros((self.units, G), dt),
-                np.zeros(G, dt) if self.use_bias else None,
+        return (np.empty((D, G), dt), np.empty((self.units, G), dt),
+                np.empty(G, dt) if self.use_bias else None, np.empty((G, B), dt),
                 None if keep is None else np.empty((carried_rows, B), dt))
 
-    def workspace(self, T, B, dtype, native=False):
+    def project_feature_major(self, x_in):
+        """x (T, B, D) -> xp = (x W + b)^T as (G, T*B), one matrix product, for the compiled loop."""
+        W, b = self.input_weights()
+        T, B, D = x_in.shape
+        xp = W.T @ x_in.reshape(T * B, D).T
+        if b is not None:
+            xp += b[:, None]
+        return xp
+
+    def workspace(self, T, B, dtype):
+        raise NotImplementedError
+
+    def native_workspace(self, T, B, dtype):
         raise NotImplementedError
 
     def step(self, t, xp, S, ws):
@@ -316,22 +333,31 @@ class Recurrent(Layer):
             dropout_masks = self.dropout_masks(B, D, dt)
         din, drec = dropout_masks if dropout_masks is not None else (None, None)
         x_in = x_tm if din is None else x_tm * din
-        xp = cell.project_inputs(x_in)                                  # (T, G, B)
-        S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         init = self._initial_states(initial_state, B)
-        for k in range(cell.n_states):
-            S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
-        fast = cell.native_loops(dt)
-        ws = cell.workspace(T, B, dt, native=fast is not None)
-        if drec is not None:
-            ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
         keep = None
         if m_tm is not None:
             m_tm = m_tm.transpose(0, 2, 1)                                 # (T, 1, B)
-            keep = np.ascontiguousarray(m_tm[:, 0, :]).view(np.uint8)     # (T, B)
+            keep = np.ascontiguousarray(m_tm[:, 0, :])                     # (T, B)
+        fast = cell.native_loops(dt)
+        # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) and S[k] is
+        # a view of that (ws["Sn"])
+        shape = (T + 1, u, B) if fast is None else (u, T + 1, B)
+        Sn = [np.empty(shape, dt) for _ in range(cell.n_states)]
+        S = Sn if fast is None else [s.transpose(1, 0, 2) for s in Sn]
+        for k in range(cell.n_states):
+            S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
         if fast is not None:
-            cell.forward_native(fast, xp, S, ws, keep)
+            xp = cell.project_feature_major(x_in)                          # (G, T*B)
+            ws = cell.native_workspace(T, B, dt)
+            ws["Sn"] = Sn
+            if drec is not None:
+                ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((u, T, B), dt)
+            cell.forward_native(fast, xp, Sn, ws, keep)
         else:
+            xp = cell.project_inputs(x_in)                                 # (T, G, B)
+            ws = cell.workspace(T, B, dt)
+            if drec is not None:
+                ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
             for t in range(T):
                 cell.step(t, xp, S, ws)
                 if m_tm is not None:
@@ -382,7 +408,7 @@ class Recurrent(Layer):
             dy_tm = None
         if fast is not None:
             dx_tm = np.empty((T, B, D), x_in.dtype)
-            grads = cell.backward_native(fast, x_in, xp, S, ws, dS, dy_tm, keep, dx_tm)
+            grads = cell.backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx_tm)
         else:
             dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm)
         if din is not None:

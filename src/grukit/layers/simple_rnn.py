@@ -16,25 +16,27 @@ class SimpleRNNCell(Cell):
     n_states = 1
     gates = 1
 
-    def workspace(self, T, B, dt, native=False):
+    def workspace(self, T, B, dt):
         return {"T": T}
 
-    def forward_native(self, fast, xp, S, ws, keep):
-        T, _, B = xp.shape
-        fast.rnn_forward(T, B, self.units, self.native_codes()[0],
-                         np.ascontiguousarray(self.params["recurrent_kernel"]), xp, S[0],
-                         ws.get("rmask"), ws.get("hd"), keep)
+    def native_workspace(self, T, B, dt):
+        return {"T": T, "scratch": np.empty((self.units, B), dt)}
 
-    def backward_native(self, fast, x_in, xp, S, ws, dS, dy_tm, keep, dx):
+    def forward_native(self, fast, xp, Sn, ws, keep):
+        B = ws["scratch"].shape[1]
+        fast.rnn_forward((ws["T"], B, self.units, self.native_codes()[0]),
+                         (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0],
+                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep))
+
+    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, carried = self.native_buffers(x_in, keep, u)
-        fast.rnn_backward(T, B, u, D, self.native_codes()[0],
-                          np.ascontiguousarray(self.params["recurrent_kernel"]),
-                          np.ascontiguousarray(self.params["kernel"]), xp, S[0],
-                          carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
-                          dS[0], x_in, dx, dW, dU, db)
-        ws["dxp"] = xp
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u)
+        fast.rnn_backward((T, B, u, D, self.native_codes()[0]),
+                          (np.ascontiguousarray(self.params["recurrent_kernel"]),
+                           np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], d,
+                           carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx,
+                           dW, dU, db))
         grads = {"kernel": dW, "recurrent_kernel": dU}
         if db is not None:
             grads["bias"] = db
