@@ -255,10 +255,16 @@ class Sequential:
         loss, dy = self.loss.value_and_grad(y, y_pred, mask)
         return loss + self._penalty(caches), dy
 
+    def _release(self, caches):
+        """Tell each layer its cache is spent, so that it may reuse the buffers."""
+        for layer, (cache, _) in zip(self.layers, caches):
+            layer.release(cache)
+
     def _train_step(self, x, y):
         y_pred, caches, mask = self._forward(x, training=True)
         loss, dy = self._loss(y, y_pred, mask, caches)
         self._backward(dy, caches)
+        self._release(caches)
         self.optimizer.apply(self._flat, self._gflat, self._segments)
         for layer in self._constrained:
             layer.apply_constraints()
@@ -393,13 +399,18 @@ class Sequential:
         x = self._check_x(x, "predict")
         self._ensure_built(None)
         batch_size = int(batch_size or 32)
-        outs = [self._forward(x[i:i + batch_size], False)[0] for i in range(0, len(x), batch_size)]
+        outs = [self._infer(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _infer(self, x):
+        y, caches, _ = self._forward(x, False)
+        self._release(caches)
+        return y
 
     def predict_on_batch(self, x):
         x = self._check_x(x, "predict_on_batch")
         self._ensure_built(None)
-        return self._forward(x, False)[0]
+        return self._infer(x)
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", return_dict=False):
         """The loss (and metrics) on ``x, y``, as a float or a list; float64 in float64 mode."""
@@ -421,6 +432,7 @@ class Sequential:
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             y_pred, caches, mask = self._forward(xb, False)
             total += float(self._loss(yb, y_pred, mask, caches)[0]) * len(xb)
+            self._release(caches)
             for m in mets:
                 m.update(yb, y_pred)
         out = {"loss": total / len(x)}

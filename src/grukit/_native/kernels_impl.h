@@ -11,11 +11,65 @@
  *   x, dx (T*B, D); W (D, G); U (u, G), both in the loop's gate order. Gradients are written.
  */
 
+/* Products with few columns (N = B <= SMALL_N sequences) in the step loops: a BLAS call costs more
+ * than the arithmetic there, so these two are written out. alpha = 1; beta is 0 or 1. */
+#define SMALL_N 8
+
+/* C (M, N) = A^T B + beta C, A (K, M), B (K, N): every column of C as sum_k A[k, :] B[k, b] */
+static void SFX(small_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                          const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *acc)
+{
+    int64_t b, k, m;
+    for (b = 0; b < N; b++) {
+        for (m = 0; m < M; m++) acc[m] = beta != 0 ? C[m * ldc + b] : 0;
+        for (k = 0; k + 4 <= K; k += 4) {
+            const REAL *a0 = A + k * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+            REAL h0 = B[k * ldb + b], h1 = B[(k + 1) * ldb + b], h2 = B[(k + 2) * ldb + b],
+                 h3 = B[(k + 3) * ldb + b];
+            for (m = 0; m < M; m++) acc[m] += a0[m] * h0 + a1[m] * h1 + a2[m] * h2 + a3[m] * h3;
+        }
+        for (; k < K; k++) {
+            const REAL *a0 = A + k * lda;
+            REAL h0 = B[k * ldb + b];
+            for (m = 0; m < M; m++) acc[m] += a0[m] * h0;
+        }
+        for (m = 0; m < M; m++) C[m * ldc + b] = acc[m];
+    }
+}
+
+/* C (M, N) = A B + beta C, A (M, K), B (K, N): dot products of A's rows with B's columns */
+static void SFX(small_nn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                          const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *col)
+{
+    int64_t b, k, m;
+    for (b = 0; b < N; b++) {
+        const REAL *bc = B + b;
+        if (ldb != 1) {   /* gather the column once */
+            for (k = 0; k < K; k++) col[k] = B[k * ldb + b];
+            bc = col;
+        }
+        for (m = 0; m < M; m++) {
+            const REAL *a = A + m * lda;
+            REAL s = 0;
+            for (k = 0; k < K; k++) s += a[k] * bc[k];
+            C[m * ldc + b] = (beta != 0 ? C[m * ldc + b] : 0) + s;
+        }
+    }
+}
+
 /* C = alpha op(A) op(B) + beta C, all row-major */
 static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alpha, const REAL *A,
                       int64_t lda, const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc)
 {
     int a = ta ? TRANS : NO_TRANS, b = tb ? TRANS : NO_TRANS;
+    if (N <= SMALL_N && !tb && alpha == 1 && (beta == 0 || beta == 1)) {
+        REAL buf[4096];
+        if ((ta ? M : K) <= 4096) {
+            if (ta) SFX(small_tn)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
+            else SFX(small_nn)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
+            return;
+        }
+    }
     if (blas_ilp64)
         ((GEMM64_T)GEMM_PTR)(ROW_MAJOR, a, b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else

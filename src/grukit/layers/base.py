@@ -107,6 +107,10 @@ class Layer:
         """x -> (y, cache). ``mask`` (batch, time) of booleans marks the valid steps."""
         raise NotImplementedError
 
+    def release(self, cache):
+        """The caller is done with ``cache`` (its backward ran, or none will): a layer may reuse
+        its buffers for the next call. Only the owner of a cache calls this (Sequential does)."""
+
     def compute_mask(self, x, mask=None):
         """The mask of this layer's output: the input's when the layer supports masking."""
         return mask if self.supports_masking else None

@@ -140,15 +140,15 @@ class GRUCell(Cell):
             drh += np.dot(ws["U_zr"], dxp[:2 * u])
             self.add_rec_grad(dh, drh, ws)
 
-    def native_workspace(self, T, B, dt):
+    def native_workspace(self, T, B, dt, alloc):
         u = self.units
-        ws = {"a": np.empty((T, 3 * u, B), dt), "scratch": np.empty((3 * u, B), dt)}
+        ws = {"a": alloc((T, 3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}
         if self.reset_after:
-            ws["hu"] = np.empty((u, T, B), dt)         # h Uh + bh'; going back, dL/d of it
+            ws["hu"] = alloc((u, T, B), dt)            # h Uh + bh'; going back, dL/d of it
             b2 = self.recurrent_bias()
             ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[2 * u:])
         else:
-            ws["rh"] = np.empty((u, T, B), dt)         # r * h
+            ws["rh"] = alloc((u, T, B), dt)            # r * h
         return ws
 
     def forward_native(self, fast, xp, Sn, ws, keep):
@@ -158,15 +158,16 @@ class GRUCell(Cell):
                          (U, ws.get("b2"), xp, Sn[0], ws["a"], ws.get("hu"), ws.get("rh"),
                           ws["scratch"], ws.get("rmask"), ws.get("hd"), keep))
 
-    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx):
+    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
         dbh = np.empty(u, dx.dtype) if (db is not None and self.reset_after) else None
+        ws["tmp"] = alloc((u, B), dx.dtype)
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
                            np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], ws["a"],
-                           ws.get("hu"), ws.get("rh"), d, np.empty((u, B), dx.dtype), carried,
+                           ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
                            db, dbh))
         grads = {"kernel": dW, "recurrent_kernel": dU}

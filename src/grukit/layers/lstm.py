@@ -46,9 +46,9 @@ class LSTMCell(Cell):
                 "ig": np.empty((u, B), dt),           # i * g, one step
                 "U": np.ascontiguousarray(U), "U_T": np.ascontiguousarray(U.T)}
 
-    def native_workspace(self, T, B, dt):
+    def native_workspace(self, T, B, dt, alloc):
         u = self.units
-        return {"a": np.empty((T, 4 * u, B), dt), "tc": np.empty((T, u, B), dt),
+        return {"a": alloc((T, 4 * u, B), dt), "tc": alloc((T, u, B), dt),
                 "U": np.ascontiguousarray(self.params["recurrent_kernel"][:, self._order()])}
 
     def forward_native(self, fast, xp, Sn, ws, keep):
@@ -57,10 +57,10 @@ class LSTMCell(Cell):
                           (ws["U"], xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"),
                            ws.get("hd"), keep))
 
-    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx):
+    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u, order = self.units, self._order()
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc)
         W = np.ascontiguousarray(self.params["kernel"][:, order])
         Sh, Sc = ws["Sn"]
         fast.lstm_backward((T, B, u, D, *self.native_codes()),

@@ -35,11 +35,13 @@ The compiled path (grukit._native, kernels.c): when it is available and both act
 it knows, a cell runs the whole loop in one call instead. Its buffers that span all steps are
 feature-major over time, xp (G, T*B) and states (u, T+1, B) (``ws["Sn"]``; ``S[k]`` is a view of
 them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product:
-    ``project_feature_major(x_in)``  xp = (x W + b)^T, (G, T*B)
-    ``native_workspace(T, B)``       the buffers the loops fill
+    ``project_feature_major(x_in, alloc)``  xp = (x W + b)^T, (G, T*B)
+    ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
     ``forward_native(fast, xp, Sn, ws, keep)``         every step forward
-    ``backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx)``  every step back, and the
-                                     weight gradients: returns grads; dL/dxp overwrites xp
+    ``backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc)``  every step back, and
+                                     the weight gradients: returns grads; dL/dxp overwrites xp
+``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
+(:meth:`Recurrent.release`).
 ``keep`` is the mask as (T, B) bool or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
 the reference: tests run both paths on every option and compare them.
 """
@@ -150,21 +152,22 @@ class Cell:
         return (_native.ACTIVATIONS[self.activation.name],
                 _native.ACTIVATIONS[self.recurrent_activation.name])
 
-    def native_buffers(self, x_in, keep, carried_rows):
+    def native_buffers(self, x_in, keep, carried_rows, ws, alloc):
         """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (G,) or None; and
-        its scratch: one step's dL/dxp (G, B), and the (carried_rows, B) buffer that masked steps
-        need (None without a mask)."""
+        its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
+        (carried_rows, B) buffer that masked steps need (None without a mask)."""
         T, B, D = x_in.shape
         G, dt = self.gates * self.units, x_in.dtype
+        ws["d"] = alloc((G, B), dt)
+        ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
         return (np.empty((D, G), dt), np.empty((self.units, G), dt),
-                np.empty(G, dt) if self.use_bias else None, np.empty((G, B), dt),
-                None if keep is None else np.empty((carried_rows, B), dt))
+                np.empty(G, dt) if self.use_bias else None, ws["d"], ws["carried"])
 
-    def project_feature_major(self, x_in):
+    def project_feature_major(self, x_in, alloc):
         """x (T, B, D) -> xp = (x W + b)^T as (G, T*B), one matrix product, for the compiled loop."""
         W, b = self.input_weights()
         T, B, D = x_in.shape
-        xp = W.T @ x_in.reshape(T * B, D).T
+        xp = np.matmul(W.T, x_in.reshape(T * B, D).T, out=alloc((W.shape[1], T * B), W.dtype))
         if b is not None:
             xp += b[:, None]
         return xp
@@ -172,7 +175,7 @@ class Cell:
     def workspace(self, T, B, dtype):
         raise NotImplementedError
 
-    def native_workspace(self, T, B, dtype):
+    def native_workspace(self, T, B, dtype, alloc):
         raise NotImplementedError
 
     def step(self, t, xp, S, ws):
@@ -236,6 +239,7 @@ class Recurrent(Layer):
         self.states = None   # the carried states of a stateful layer
         self.unroll = bool(unroll)   # accepted for Keras compatibility; the loop is the same
         self.zero_output_for_mask = bool(zero_output_for_mask)
+        self._pool = {}   # (shape, dtype) -> free buffers of released caches (compiled path)
 
     def _make_cell(self, activation, recurrent_activation, use_bias):
         raise NotImplementedError
@@ -341,17 +345,18 @@ class Recurrent(Layer):
         fast = cell.native_loops(dt)
         # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) and S[k] is
         # a view of that (ws["Sn"])
+        alloc = np.empty if fast is None else self._alloc
         shape = (T + 1, u, B) if fast is None else (u, T + 1, B)
-        Sn = [np.empty(shape, dt) for _ in range(cell.n_states)]
+        Sn = [alloc(shape, dt) for _ in range(cell.n_states)]
         S = Sn if fast is None else [s.transpose(1, 0, 2) for s in Sn]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
         if fast is not None:
-            xp = cell.project_feature_major(x_in)                          # (G, T*B)
-            ws = cell.native_workspace(T, B, dt)
-            ws["Sn"] = Sn
+            xp = cell.project_feature_major(x_in, alloc)                   # (G, T*B)
+            ws = cell.native_workspace(T, B, dt, alloc)
+            ws["Sn"], ws["xp"] = Sn, xp
             if drec is not None:
-                ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((u, T, B), dt)
+                ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), alloc((u, T, B), dt)
             cell.forward_native(fast, xp, Sn, ws, keep)
         else:
             xp = cell.project_inputs(x_in)                                 # (T, G, B)
@@ -373,12 +378,39 @@ class Recurrent(Layer):
         if self.return_sequences:
             if self.zero_output_for_mask and m_tm is not None:
                 h = h * m_tm
-            y = np.ascontiguousarray(h.transpose(2, 0, 1))                  # (B, T, u)
+            y = np.array(h.transpose(2, 0, 1), order="C")                   # (B, T, u)
         else:
-            y = np.ascontiguousarray(h[-1].T)
+            y = np.array(h[-1].T, order="C")
         if self.return_state:
-            return [y] + [np.ascontiguousarray(s[-1].T) for s in S]
+            return [y] + [np.array(s[-1].T, order="C") for s in S]
         return y
+
+    # ---- buffers of the compiled path ----------------------------------------------------------
+    _POOLED = ("xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp", "carried")
+
+    def _alloc(self, shape, dt):
+        """An uninitialised buffer: one a released cache gave back, or a new one."""
+        free = self._pool.get((shape, dt))
+        return free.pop() if free else np.empty(shape, dt)
+
+    def _give_back(self, arrays):
+        for a in arrays:
+            if a is not None:
+                free = self._pool.setdefault((a.shape, a.dtype), [])
+                if len(free) < 2:
+                    free.append(a)
+        while len(self._pool) > 12:                 # shapes that stopped coming: forget them
+            self._pool.pop(next(iter(self._pool)))
+
+    def release(self, cache):
+        """Keep the buffers of a finished cache for the next call of the same shapes: fresh
+        buffers of this size come as new pages from the OS, and faulting them in costs more than
+        the arithmetic at the medium sizes. Outputs are always copies, never these buffers."""
+        ws = cache[3] if cache is not None and cache[6] is not None else None
+        if ws is None or ws.get("released"):
+            return
+        ws["released"] = True
+        self._give_back(list(ws["Sn"]) + [ws.get(k) for k in self._POOLED])
 
     # ---- backward ---------------------------------------------------------------------------
     def backward(self, dy, cache):
@@ -408,7 +440,7 @@ class Recurrent(Layer):
             dy_tm = None
         if fast is not None:
             dx_tm = np.empty((T, B, D), x_in.dtype)
-            grads = cell.backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx_tm)
+            grads = cell.backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx_tm, self._alloc)
         else:
             dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm)
         if din is not None:

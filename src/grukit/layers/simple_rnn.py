@@ -19,8 +19,8 @@ class SimpleRNNCell(Cell):
     def workspace(self, T, B, dt):
         return {"T": T}
 
-    def native_workspace(self, T, B, dt):
-        return {"T": T, "scratch": np.empty((self.units, B), dt)}
+    def native_workspace(self, T, B, dt, alloc):
+        return {"T": T, "scratch": alloc((self.units, B), dt)}
 
     def forward_native(self, fast, xp, Sn, ws, keep):
         B = ws["scratch"].shape[1]
@@ -28,10 +28,10 @@ class SimpleRNNCell(Cell):
                          (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0],
                           ws["scratch"], ws.get("rmask"), ws.get("hd"), keep))
 
-    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx):
+    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
         fast.rnn_backward((T, B, u, D, self.native_codes()[0]),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
                            np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], d,
