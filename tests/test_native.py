@@ -1,0 +1,214 @@
+"""The compiled time loops (grukit._native, kernels.c) against the NumPy loop, option by option.
+
+The NumPy loop is the reference the gradient checks and the peer-parity tests were written
+against; here both paths run the same layer on the same inputs, weights, masks and dropout masks,
+and must give the same outputs, input gradients, initial-state gradients and weight gradients
+(float64: to rounding). Also: the build is cached, GRUKIT_NATIVE turns it off or requires it, and
+buffers handed back by ``release`` never show through in outputs.
+"""
+import contextlib
+import os
+
+import numpy as np
+import pytest
+
+from grukit import Sequential, _native
+from grukit.layers import GRU, LSTM, Dense, SimpleRNN
+from gradcheck import check_layer
+
+
+@contextlib.contextmanager
+def path(native):
+    """Run the recurrent layers on the compiled loops (True) or on the NumPy loop (False)."""
+    old = os.environ.get("GRUKIT_NATIVE")
+    os.environ["GRUKIT_NATIVE"] = "1" if native else "0"
+    _native._reset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["GRUKIT_NATIVE"]
+        else:
+            os.environ["GRUKIT_NATIVE"] = old
+        _native._reset()
+
+
+def test_ci_runs_the_compiled_path():
+    """Unless someone turned it off on purpose, the compiled loops must build here: a machine
+    without a C compiler would silently test only the NumPy loop."""
+    if os.environ.get("GRUKIT_NATIVE", "") in ("0", "off"):
+        pytest.skip("GRUKIT_NATIVE=0 set by the caller")
+    info = _native.info()
+    assert info["enabled"], info["reason"]
+    assert info["compile_seconds"] is not None and info["blas"]
+
+
+CELLS = {
+    "gru": lambda **kw: GRU(4, **kw),
+    "gru_reset_before": lambda **kw: GRU(4, reset_after=False, **kw),
+    "lstm": lambda **kw: LSTM(4, **kw),
+    "rnn": lambda **kw: SimpleRNN(4, **kw),
+}
+OPTIONS = {
+    "plain": {},
+    "sequences": {"return_sequences": True},
+    "state": {"return_state": True, "return_sequences": True},
+    "backwards": {"go_backwards": True, "return_sequences": True},
+    "no_bias": {"use_bias": False},
+    "relu_hard_sigmoid": {"activation": "relu", "recurrent_activation": "hard_sigmoid"},
+    "linear": {"activation": "linear", "recurrent_activation": "linear"},
+    "zero_output_for_mask": {"return_sequences": True, "zero_output_for_mask": True},
+}
+
+
+def run_both(make, x, rng, mask=None, initial_state=None, dropout_masks=None, **kw):
+    """Forward and backward on each path with the same weights; returns the two result lists."""
+    results = []
+    weights = None
+    for native in (True, False):
+        with path(native):
+            layer = make(**kw)
+            layer(x)
+            if weights is None:
+                weights = {k: rng.standard_normal(p.shape) * 0.5 for k, p in layer.params.items()}
+            for k, p in layer.params.items():
+                p[...] = weights[k]
+            call = dict(mask=mask, initial_state=initial_state, dropout_masks=dropout_masks)
+            y, cache = layer.forward(x, **call)
+            assert (cache[6] is not None) == native   # the path asked for is the path taken
+            outs = y if isinstance(y, list) else [y]
+            g = [np.random.default_rng(7).standard_normal(o.shape) for o in outs]
+            dx, grads, dstates = layer.backward_states(g if isinstance(y, list) else g[0], cache)
+            results.append([*outs, dx, *dstates] + [grads[k] for k in sorted(grads)])
+    return results
+
+
+def assert_same(a, b, tol):
+    """Equal to rounding: relative to each array's largest value (linear cells grow large)."""
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        assert u.shape == v.shape
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol * max(1.0, float(np.abs(v).max())))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("batch", [1, 3, 11])   # 1 and 3: the written-out products; 11: BLAS
+def test_paths_agree(cell, option, batch, float64, rng):
+    x = rng.standard_normal((batch, 6, 3))
+    mask = None
+    if option == "zero_output_for_mask" or batch == 11:
+        mask = np.ones((batch, 6), bool)
+        mask[0, 4:] = False                   # right padding
+        mask[-1, :2] = False                  # left padding
+    kw = dict(OPTIONS[option])
+    if cell == "rnn":
+        kw.pop("recurrent_activation", None)   # SimpleRNN has none, as in Keras
+    a, b = run_both(CELLS[cell], x, rng, mask=mask, **kw)
+    assert_same(a, b, 1e-11)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_paths_agree_with_initial_state_and_dropout(cell, float64, rng):
+    B, T, D, u = 5, 7, 3, 4
+    x = rng.standard_normal((B, T, D))
+    n = 2 if cell == "lstm" else 1
+    init = [rng.standard_normal((B, u)) for _ in range(n)]
+    masks = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
+    keep = rng.random((B, T)) > 0.25
+    a, b = run_both(CELLS[cell], x, rng, mask=keep, initial_state=init, dropout_masks=masks,
+                    return_sequences=True, return_state=True)
+    assert_same(a, b, 1e-11)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_paths_agree_in_float32(cell, rng):
+    x = rng.standard_normal((9, 20, 5)).astype(np.float32)
+    a, b = run_both(CELLS[cell], x, rng, return_sequences=True)
+    assert_same(a, b, 2e-5)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_numpy_loop_gradients(cell, float64, rng):
+    """The rest of the suite checks gradients on the compiled path; this keeps the NumPy loop
+    (the fallback) checked against finite differences too."""
+    with path(False):
+        layer = CELLS[cell](return_sequences=True)
+        x = rng.standard_normal((3, 4, 2))
+        layer(x)
+        for p in layer.params.values():
+            p[...] = rng.standard_normal(p.shape) * 0.5
+        check_layer(layer, x, rng, mask=np.array([[1, 1, 1, 0], [1, 1, 1, 1], [0, 1, 1, 1]],
+                                                 bool))
+
+
+def test_activation_without_kernel_takes_numpy_loop(rng):
+    layer = GRU(3, activation="elu")
+    x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+    layer(x)
+    y, cache = layer.forward(x)
+    assert cache[6] is None and _native.enabled()
+
+
+def test_off_and_required(monkeypatch, tmp_path):
+    with path(False):
+        assert not _native.enabled()
+        assert "GRUKIT_NATIVE=0" in _native.info()["reason"]
+    # required but impossible (no compiler): a clear error, not a silent fallback
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(_native, "_compiler", lambda: None)
+    monkeypatch.setenv("GRUKIT_CACHE_DIR", str(tmp_path))
+    with path(True):
+        with pytest.raises(_native.NativeUnavailable, match="no C compiler"):
+            _native.library()
+    monkeypatch.setenv("GRUKIT_NATIVE", "auto")
+    _native._reset()
+    assert not _native.enabled()          # auto: fall back, and say why
+    assert "no C compiler" in _native.info()["reason"]
+    _native._reset()
+
+
+def test_build_is_cached(monkeypatch, tmp_path):
+    """The first use compiles into the cache folder; the next process (here: after a reset)
+    loads that file without compiling."""
+    monkeypatch.setenv("GRUKIT_CACHE_DIR", str(tmp_path))
+    _native._reset()
+    try:
+        first = _native.info()
+        assert first["enabled"] and first["compile_seconds"] > 0
+        assert os.path.dirname(first["path"]) == str(tmp_path)
+        _native._reset()
+        second = _native.info()
+        assert second["enabled"] and second["compile_seconds"] == 0.0
+        assert second["path"] == first["path"]
+    finally:
+        _native._reset()
+
+
+def test_released_buffers_never_show_in_outputs(rng):
+    """Sequential hands each spent cache back; the next call reuses its buffers. Outputs are
+    copies, so what a caller got from an earlier call must not change."""
+    model = Sequential([GRU(5, return_sequences=True, input_shape=(6, 2)), LSTM(3)])
+    model.compile("adam", "mse")
+    x1 = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    x2 = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    y1 = model.predict(x1, verbose=0)
+    y1_copy = y1.copy()
+    inner = model.layers[0](x1)
+    inner_copy = inner.copy()
+    model.predict(x2, verbose=0)
+    model.train_on_batch(x2, np.zeros((4, 3), np.float32))
+    assert np.array_equal(y1, y1_copy) and np.array_equal(inner, inner_copy)
+    assert model.layers[0]._pool, "the compiled path should have kept buffers for reuse"
+    # reuse gives the same numbers as fresh buffers
+    np.testing.assert_allclose(model.predict(x1, verbose=0), model.predict(x1, verbose=0))
+
+
+def test_release_twice_is_harmless(rng):
+    layer = GRU(3)
+    x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+    layer(x)
+    _, cache = layer.forward(x)
+    layer.release(cache)
+    layer.release(cache)                  # the second call must not hand the buffers out twice
+    assert all(len(v) <= 1 for v in layer._pool.values())
