@@ -31,7 +31,9 @@ shapes; the throughput it implies (FLOPs / bound) is printed beside a 1024^3 GEM
 Memory (see :func:`memory_child`). Each side runs in a fresh process: imports and data first, then
 the model and one warm-up training step, then the peak RSS counter (VmHWM) is reset through
 /proc/self/clear_refs and one more training step runs; the step's peak is VmHWM minus the RSS
-before it. The same for every side; one BLAS/OpenMP thread; glibc's mmap threshold is fixed at
+before it. grukit keeps the large buffers of its compiled loops between steps and reuses them,
+so for grukit the bytes it holds so are added to that peak. The same for every side; one
+BLAS/OpenMP thread; glibc's mmap threshold is fixed at
 64 KiB (MALLOC_MMAP_THRESHOLD_) so that large temporaries are mapped and unmapped per step rather
 than kept in the heap, where a second step would reuse them unseen. grukit's figure is checked
 against tracemalloc (which sees NumPy's allocations) on a third step.
@@ -341,6 +343,10 @@ def memory_child(side_name, cell, wl):
            "first_step_peak_bytes": s1["VmHWM"] - rss0,
            "resident_after_warmup_bytes": s1["VmRSS"] - rss0}
     if side_name == "grukit":
+        # buffers grukit keeps between steps for reuse (recurrent layers' pools): memory a side
+        # holds across steps counts as part of its step, so it is added to the step's peak
+        out["held_bytes"] = sum(a.nbytes for layer in side.model.layers
+                                for free in getattr(layer, "_pool", {}).values() for a in free)
         import tracemalloc
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]

@@ -45,6 +45,11 @@ def machine(controller=None):
         except metadata.PackageNotFoundError:
             pass
     info["versions"] = versions
+    try:
+        from grukit import _native
+        info["grukit_loops"] = _native.info()
+    except ImportError:
+        pass
     blas = []
     if controller is not None:
         for lib in controller.info():
@@ -87,7 +92,13 @@ def machine_line(info, peak):
         parts.append(f"TensorFlow {v['tensorflow']}")
     if "onnxruntime" in v:
         parts.append(f"ONNX Runtime {v['onnxruntime']}")
-    parts.append(f"grukit {v['grukit']}")
+    loops = info.get("grukit_loops") or {}
+    if loops.get("enabled"):
+        how = (f"built in {loops['compile_seconds']:.1f} s this run" if loops["compile_seconds"]
+               else "loaded from the build cache")
+        parts.append(f"grukit {v['grukit']} (compiled loops, {how}; GEMM {loops['blas']})")
+    else:
+        parts.append(f"grukit {v['grukit']} (NumPy loop: {loops.get('reason', '?')})")
     if peak:
         parts.append("NumPy float32 GEMM 1024³: " + ", ".join(
             f"{g:.0f} GFLOP/s at {t} thread{'s' * (t != '1')}" for t, g in sorted(peak.items())))
@@ -177,7 +188,9 @@ def markdown(results, meta, sides_order):
     mem = results.get("memory") or []
     if mem:
         out += ["", "Peak memory of one training step (RSS growth over the RSS after a warm-up "
-                "step, each side in a fresh process; grukit's tracemalloc figure in brackets):", ""]
+                "step, each side in a fresh process; for grukit plus the buffers it keeps between "
+                "steps for reuse, and its tracemalloc figure, plus those buffers, in brackets):",
+                ""]
         mem_sides = [s for s in ["grukit"] + peers if any(m.get("side") == s for m in mem)]
         out.append("| workload | cell | " + " | ".join(labels.get(s, s) for s in mem_sides) + " |")
         out.append("|---|---|" + "---:|" * len(mem_sides))
@@ -194,9 +207,10 @@ def markdown(results, meta, sides_order):
                 if m is None or "error" in m:
                     row.append("–")
                     continue
-                txt = fmt_bytes(m["step_peak_bytes"])
+                held = m.get("held_bytes", 0)
+                txt = fmt_bytes(m["step_peak_bytes"] + held)
                 if "tracemalloc_step_peak_bytes" in m:
-                    txt += f" [{fmt_bytes(m['tracemalloc_step_peak_bytes'])}]"
+                    txt += f" [{fmt_bytes(m['tracemalloc_step_peak_bytes'] + held)}]"
                 row.append(txt)
             out.append("| " + " | ".join(row) + " |")
     return "\n".join(out)
