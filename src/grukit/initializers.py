@@ -139,7 +139,7 @@ class Orthogonal(Initializer):
         q *= np.sign(np.diag(r))
         if rows < cols:
             q = q.T
-        return (self.gain * q.reshape(shape)).astype(dtype)
+        return np.ascontiguousarray(self.gain * q.reshape(shape), dtype=dtype)
 
 
 _REGISTRY = {

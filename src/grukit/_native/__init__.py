@@ -37,7 +37,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -188,20 +188,20 @@ def _self_check(module):
         loops = Loops(module, dt)
         u, G = 2, 6
         U = (np.arange(12, dtype=dt).reshape(u, G) / 10)
-        xp = np.linspace(-1, 1, G).astype(dt).reshape(G, 1)        # (G, T*B), T = B = 1
-        S = np.zeros((u, 2, 1), dt)
-        S[:, 0, 0] = [0.5, -0.25]
-        a, hu, scratch = np.empty((1, G, 1), dt), np.empty((u, 1, 1), dt), np.empty((G, 1), dt)
+        xp = np.linspace(-1, 1, G).astype(dt).reshape(1, G)        # T = B = 1: time-major
+        S = np.zeros((2, u, 1), dt)
+        S[0, :, 0] = [0.5, -0.25]
+        a, hu, scratch = np.empty((1, G, 1), dt), np.empty((1, u, 1), dt), np.empty((G, 1), dt)
         loops.gru_forward((1, 1, u, 1, 0, 0),
                           (U, None, xp, S, a, hu, None, scratch, None, None, None))
-        h = S[:, 0, 0].astype(np.float64)
+        h = S[0, :, 0].astype(np.float64)
         pre = U.astype(np.float64).T @ h
-        x = xp[:, 0].astype(np.float64)
+        x = xp[0].astype(np.float64)
         z, r = x[:2] + pre[:2], x[2:4] + pre[2:4]
         hh = x[4:] + r * pre[4:]
         want = hh + z * (h - hh)
-        if not np.allclose(S[:, 1, 0], want, rtol=1e-5, atol=1e-6):
-            raise OSError(f"self-check failed in {np.dtype(dt)}: got {S[:, 1, 0]}, "
+        if not np.allclose(S[1, :, 0], want, rtol=1e-5, atol=1e-6):
+            raise OSError(f"self-check failed in {np.dtype(dt)}: got {S[1, :, 0]}, "
                           f"expected {want}")
 
 

@@ -1,15 +1,36 @@
 /* The loops of kernels.c for one floating-point type REAL; SFX(name) gives each its typed name.
  *
  * Every kernel takes (I, P): its integer arguments and its buffers, in the order its comment
- * gives. Layouts (row-major; u units, G gate rows, T steps, B sequences, D input features):
- *   per step, contiguous:    a (T, G, B) gate values; tc (T, u, B); dy (T, u, B) or NULL;
- *                            keep (T, B) 1 where a step is valid, or NULL; dh, dc, d, tmp (., B)
- *   feature-major over time: xp (G, T*B) projected inputs, overwritten going back by dL/dxp;
- *                            S (u, T+1, B) states, S[:, 0] the initial one; hu, rh, hd (u, T, B)
- *   so that step t's block of a feature-major buffer is column block t (row stride T*B, or
- *   (T+1)*B for states), and the weight gradients are one matrix product over all steps each.
+ * gives. u units, G gate rows, T steps, B sequences, D input features. Layouts (row-major):
+ *   per step, contiguous:   a (T, G, B) gate values; tc (T, u, B); dy (T, u, B) or NULL;
+ *                           keep (T, B), 1 where a step is valid, or NULL; dh, dc, d, tmp (., B)
+ *   spanning all steps:     xp (G rows) projected inputs, overwritten going back by dL/dxp;
+ *                           S (u rows, T+1 steps) states, step 0 the initial one; hu, rh, hd
+ *                           (u rows, T steps). For B > 1 they are feature-major over time,
+ *                           (rows, T, B): step t's block is columns t*B.. with row stride T*B
+ *                           ((T+1)*B for S), so that each weight gradient is one matrix product
+ *                           over all steps. For B = 1 they are time-major, (T, rows): a step's
+ *                           rows are contiguous, and the products read them transposed.
  *   x, dx (T*B, D); W (D, G); U (u, G), both in the loop's gate order. Gradients are written.
  */
+
+/* where step t's block of a buffer spanning all steps starts, and its row stride */
+typedef struct {
+    int64_t row, step;
+} SFX(strides);
+
+static inline SFX(strides) SFX(span)(int64_t rows, int64_t steps, int64_t B)
+{
+    SFX(strides) s;
+    if (B == 1) {
+        s.row = 1;
+        s.step = rows;
+    } else {
+        s.row = steps * B;
+        s.step = B;
+    }
+    return s;
+}
 
 /* Products with few columns (N = B <= SMALL_N sequences) in the step loops: a BLAS call costs more
  * than the arithmetic there, so these two are written out. alpha = 1; beta is 0 or 1. */
@@ -182,27 +203,69 @@ static void SFX(add_masked)(REAL *restrict d, const REAL *restrict s, const REAL
 static void SFX(put_rows)(const REAL *src, REAL *dst, int64_t ld, int64_t rows, int64_t B)
 {
     int64_t j;
+    if (ld == B) {
+        memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
+        return;
+    }
     for (j = 0; j < rows; j++) memcpy(dst + j * ld, src + j * B, (size_t)B * sizeof(REAL));
 }
 
-/* acc[g] = sum_k v[g, k], v (G, K) contiguous */
-static void SFX(row_sums)(const REAL *restrict v, REAL *restrict acc, int64_t G, int64_t K)
+/* A matrix (rows, cols) at p, element (i, k) at p[i * r + k * c], with r or c equal to 1. */
+typedef struct {
+    const REAL *p;
+    int64_t r, c;
+} SFX(mat);
+
+static SFX(mat) SFX(mview)(const REAL *p, int64_t r, int64_t c)
+{
+    SFX(mat) m;
+    m.p = p;
+    m.r = r;
+    m.c = c;
+    return m;
+}
+
+/* the transpose of a view */
+static SFX(mat) SFX(mT)(SFX(mat) m) { return SFX(mview)(m.p, m.c, m.r); }
+
+/* C (M, N) = X Y^T, X (M, K) and Y (N, K) views; C row-major with row stride ldc */
+static void SFX(gemm_xyT)(int64_t M, int64_t N, int64_t K, SFX(mat) X, SFX(mat) Y, REAL *C,
+                          int64_t ldc)
+{
+    int ta = X.c != 1, tb = Y.c == 1;
+    int64_t lda = ta ? X.r == 1 ? X.c : 0 : X.r, ldb = tb ? Y.r : Y.c;
+    if (!ta && lda < K) lda = K;        /* one row: any stride will do, BLAS asks for >= K */
+    if (!tb && ldb < N) ldb = N;
+    if (ta && lda < M) lda = M;
+    if (tb && ldb < K) ldb = K;
+    SFX(gemm)(ta, tb, M, N, K, 1, X.p, lda, Y.p, ldb, 0, C, ldc);
+}
+
+/* acc[g] = sum_k v(g, k) over a (G, K) view */
+static void SFX(sums)(SFX(mat) v, REAL *restrict acc, int64_t G, int64_t K)
 {
     int64_t g, k;
-    for (g = 0; g < G; g++) {
-        REAL s = 0;
-        for (k = 0; k < K; k++) s += v[g * K + k];
-        acc[g] = s;
+    if (v.c == 1) {
+        for (g = 0; g < G; g++) {
+            REAL s = 0;
+            for (k = 0; k < K; k++) s += v.p[g * v.r + k];
+            acc[g] = s;
+        }
+    } else {
+        for (g = 0; g < G; g++) acc[g] = 0;
+        for (k = 0; k < K; k++)
+            for (g = 0; g < G; g++) acc[g] += v.p[k * v.c + g];
     }
 }
 
-/* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T, dL/db = dxp summed over steps and batch */
+/* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T, dL/db = dxp summed over steps and batch;
+ * dxp is the (G, T*B) view */
 static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, const REAL *W,
-                             const REAL *dxp, REAL *dW, REAL *db, REAL *dx)
+                             SFX(mat) dxp, REAL *dW, REAL *db, REAL *dx)
 {
-    SFX(gemm)(1, 1, D, G, TB, 1, x, D, dxp, TB, 0, dW, G);
-    SFX(gemm)(1, 1, TB, D, G, 1, dxp, TB, W, G, 0, dx, D);
-    if (db) SFX(row_sums)(dxp, db, G, TB);
+    SFX(gemm_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
+    SFX(gemm_xyT)(TB, D, G, SFX(mT)(dxp), SFX(mview)(W, G, 1), dx, D);
+    if (db) SFX(sums)(dxp, db, G, TB);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -211,50 +274,53 @@ static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, co
  * I: T, B, u, reset_after, act, ract
  * P: U, b2h (u) or NULL, xp, S, a, hu or NULL, rh or NULL, scratch (G, B), rmask (u, B) or NULL,
  *    hd or NULL, keep or NULL */
-static void SFX(gru_forward)(const int64_t *I, void *const *P)
+static inline __attribute__((always_inline)) void
+SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
-    const int64_t T = I[0], B = I[1], u = I[2], G = 3 * u, n = u * B;
-    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int64_t T = I[0], u = I[2], G = 3 * u, n = u * B;
     const int reset_after = (int)I[3], act = (int)I[4], ract = (int)I[5];
     const REAL *U = P[0], *b2h = P[1], *xp = P[2], *rmask = P[8];
     REAL *S = P[3], *a = P[4], *hu = P[5], *rh = P[6], *scratch = P[7], *hd = P[9];
     const uint8_t *keep = P[10];
+    const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
+                       vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
     for (t = 0; t < T; t++) {
-        const REAL *h = S + t * B, *x_t = xp + t * B;
-        REAL *h_new = S + (t + 1) * B, *a_t = a + t * G * B;
+        const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
+        REAL *h_new = S + (t + 1) * ss.step, *a_t = a + t * G * B;
         REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
-        const REAL *h_in = SFX(rec_input)(h, ls, rmask, hd ? hd + t * B : 0, lt, u, B, &lh);
+        const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
+                                          u, B, &lh);
         SFX(gemm)(1, 0, reset_after ? G : 2 * u, B, u, 1, U, G, h_in, lh, 0, scratch, B);
         for (j = 0; j < 2 * u; j++)
-            for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * lt + b] + scratch[j * B + b];
+            for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * xs.row + b] + scratch[j * B + b];
         SFX(act)(ract, a_t, 2 * n);
         if (reset_after) {
-            REAL *hu_t = hu + t * B;
+            REAL *hu_t = hu + t * vs.step;
             for (j = 0; j < u; j++) {
                 REAL c = b2h ? b2h[j] : 0;
                 for (b = 0; b < B; b++) {
                     REAL v = scratch[(2 * u + j) * B + b] + c;
-                    hu_t[j * lt + b] = v;
-                    hh[j * B + b] = x_t[(2 * u + j) * lt + b] + r[j * B + b] * v;
+                    hu_t[j * vs.row + b] = v;
+                    hh[j * B + b] = x_t[(2 * u + j) * xs.row + b] + r[j * B + b] * v;
                 }
             }
         } else {
-            REAL *rh_t = rh + t * B;
+            REAL *rh_t = rh + t * vs.step;
             for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) rh_t[j * lt + b] = r[j * B + b] * h_in[j * lh + b];
-            SFX(gemm)(1, 0, u, B, u, 1, U + 2 * u, G, rh_t, lt, 0, hh, B);  /* Uh^T (r h) */
+                for (b = 0; b < B; b++) rh_t[j * vs.row + b] = r[j * B + b] * h_in[j * lh + b];
+            SFX(gemm)(1, 0, u, B, u, 1, U + 2 * u, G, rh_t, vs.row, 0, hh, B);  /* Uh^T (r h) */
             for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) hh[j * B + b] += x_t[(2 * u + j) * lt + b];
+                for (b = 0; b < B; b++) hh[j * B + b] += x_t[(2 * u + j) * xs.row + b];
         }
         SFX(act)(act, hh, n);
         for (j = 0; j < u; j++)
             for (b = 0; b < B; b++) {
-                REAL hv = h[j * ls + b], c = hh[j * B + b];
+                REAL hv = h[j * ss.row + b], c = hh[j * B + b];
                 i = j * B + b;
-                h_new[j * ls + b] = c + z[i] * (hv - c);
+                h_new[j * ss.row + b] = c + z[i] * (hv - c);
             }
-        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ls, u, B);
+        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
     }
 }
 
@@ -262,22 +328,28 @@ static void SFX(gru_forward)(const int64_t *I, void *const *P)
  * I: T, B, u, D, reset_after, act, ract
  * P: U, W, xp, S, a, hu, rh, d (G, B), tmp (u, B), carried (u, B) or NULL, rmask, hd, keep, dy,
  *    dh, x, dx, dW, dU, db (G) or NULL, dbh (u) or NULL */
-static void SFX(gru_backward)(const int64_t *I, void *const *P)
+static inline __attribute__((always_inline)) void
+SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
-    const int64_t T = I[0], B = I[1], u = I[2], D = I[3], G = 3 * u, n = u * B;
-    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int64_t T = I[0], u = I[2], D = I[3], G = 3 * u, n = u * B, TB = T * B;
     const int reset_after = (int)I[4], act = (int)I[5], ract = (int)I[6];
     const REAL *U = P[0], *W = P[1], *S = P[3], *a = P[4], *rh = P[6], *rmask = P[10];
     const REAL *hd = P[11], *dy = P[13], *x = P[15];
     REAL *dxp = P[2], *hu = P[5], *d = P[7], *tmp = P[8], *carried = P[9], *dh = P[14];
     REAL *dx = P[16], *dW = P[17], *dU = P[18], *db = P[19], *dbh = P[20];
     const uint8_t *keep = P[12];
-    const REAL *H_in = rmask ? hd : S;         /* every step's recurrent input, (u, T*B) */
-    const int64_t l_in = rmask ? lt : ls;
+    const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
+                       vs = SFX(span)(u, T, B);
+    /* every step's recurrent input, (u rows, T steps) */
+    const REAL *H_in = rmask ? hd : S;
+    const SFX(strides) is = rmask ? vs : ss;
+    const SFX(mat) DXP = SFX(mview)(dxp, xs.row, xs.step / B),
+                   HIN = SFX(mview)(H_in, is.row, is.step / B),
+                   V = SFX(mview)(reset_after ? hu : rh, vs.row, vs.step / B);
     int64_t t, i, j, b;
     REAL *dz = d, *dr = d + n, *dc = d + 2 * n;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *h = S + t * B, *a_t = a + t * G * B, *h_in = H_in + t * B;
+        const REAL *h = S + t * ss.step, *a_t = a + t * G * B, *h_in = H_in + t * is.step;
         const REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) SFX(split_masked)(keep + t * B, dh, carried, u, B);
@@ -287,22 +359,22 @@ static void SFX(gru_backward)(const int64_t *I, void *const *P)
         for (j = 0; j < u; j++)
             for (b = 0; b < B; b++) {
                 i = j * B + b;
-                dz[i] = (h[j * ls + b] - hh[i]) * dh[i];
+                dz[i] = (h[j * ss.row + b] - hh[i]) * dh[i];
             }
         SFX(dact_mul)(ract, z, dz, n);
         for (i = 0; i < n; i++) dh[i] *= z[i];               /* through z * h */
         if (reset_after) {
-            REAL *hu_t = hu + t * B;
+            REAL *hu_t = hu + t * vs.step;
             for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) dr[j * B + b] = dc[j * B + b] * hu_t[j * lt + b];
+                for (b = 0; b < B; b++) dr[j * B + b] = dc[j * B + b] * hu_t[j * vs.row + b];
             SFX(dact_mul)(ract, r, dr, n);
-            SFX(put_rows)(d, dxp + t * B, lt, G, B);
+            SFX(put_rows)(d, dxp + t * xs.step, xs.row, G, B);
             /* d's last block becomes dL/d(h Uh + bh') = dc * r, kept in hu for dL/dU */
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) {
                     i = j * B + b;
                     dc[i] *= r[i];
-                    hu_t[j * lt + b] = dc[i];
+                    hu_t[j * vs.row + b] = dc[i];
                 }
             if (rmask) {
                 SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, tmp, B);
@@ -314,61 +386,67 @@ static void SFX(gru_backward)(const int64_t *I, void *const *P)
             /* r multiplies h before Uh */
             SFX(gemm)(0, 0, u, B, u, 1, U + 2 * u, G, dc, B, 0, tmp, B);   /* dL/d(r h) */
             for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) dr[j * B + b] = tmp[j * B + b] * h_in[j * l_in + b];
+                for (b = 0; b < B; b++) dr[j * B + b] = tmp[j * B + b] * h_in[j * is.row + b];
             SFX(dact_mul)(ract, r, dr, n);
             for (i = 0; i < n; i++) tmp[i] *= r[i];
             SFX(gemm)(0, 0, u, B, 2 * u, 1, U, G, d, B, 1, tmp, B);     /* + [Uz|Ur] dzr */
             if (rmask) SFX(add_masked)(dh, tmp, rmask, n);
             else SFX(add)(dh, tmp, n);
-            SFX(put_rows)(d, dxp + t * B, lt, G, B);
+            SFX(put_rows)(d, dxp + t * xs.step, xs.row, G, B);
         }
         if (keep) SFX(add)(dh, carried, n);
     }
-    SFX(input_grads)(lt, D, G, x, W, dxp, dW, db, dx);
-    SFX(gemm)(0, 1, u, 2 * u, lt, 1, H_in, l_in, dxp, lt, 0, dU, G);
+    SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
+    SFX(gemm_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
     if (reset_after) {
-        SFX(gemm)(0, 1, u, u, lt, 1, H_in, l_in, hu, lt, 0, dU + 2 * u, G);
-        if (dbh) SFX(row_sums)(hu, dbh, u, lt);
+        SFX(gemm_xyT)(u, u, TB, HIN, V, dU + 2 * u, G);
+        if (dbh) SFX(sums)(V, dbh, u, TB);
     } else {
-        SFX(gemm)(0, 1, u, u, lt, 1, rh, lt, dxp + 2 * u * lt, lt, 0, dU + 2 * u, G);
+        SFX(gemm_xyT)(u, u, TB, V, SFX(mview)(dxp + 2 * u * xs.row, DXP.r, DXP.c), dU + 2 * u,
+                      G);
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* LSTM, loop gate order i, f, o, g (U and W permuted to it by the caller). tc[t] = f(c_t).
+/* LSTM, Keras's gate order i, f, g (the candidate, Keras's c), o. tc[t] = f(c_t).
  * I: T, B, u, act, ract
  * P: U, xp, Sh, Sc, a, tc, rmask, hd, keep */
-static void SFX(lstm_forward)(const int64_t *I, void *const *P)
+static inline __attribute__((always_inline)) void
+SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
-    const int64_t T = I[0], B = I[1], u = I[2], G = 4 * u, n = u * B;
-    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int64_t T = I[0], u = I[2], G = 4 * u, n = u * B;
     const int act = (int)I[3], ract = (int)I[4];
     const REAL *U = P[0], *xp = P[1], *rmask = P[6];
     REAL *Sh = P[2], *Sc = P[3], *a = P[4], *tc = P[5], *hd = P[7];
     const uint8_t *keep = P[8];
+    const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
+                       vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
     for (t = 0; t < T; t++) {
-        const REAL *h = Sh + t * B, *c = Sc + t * B, *x_t = xp + t * B;
-        REAL *h_new = Sh + (t + 1) * B, *c_new = Sc + (t + 1) * B, *a_t = a + t * G * B;
-        REAL *ig = a_t, *fg = a_t + n, *og = a_t + 2 * n, *g = a_t + 3 * n, *tc_t = tc + t * n;
-        const REAL *h_in = SFX(rec_input)(h, ls, rmask, hd ? hd + t * B : 0, lt, u, B, &lh);
+        const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
+        REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step;
+        REAL *a_t = a + t * G * B, *tc_t = tc + t * n;
+        REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
+        const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
+                                          u, B, &lh);
         SFX(gemm)(1, 0, G, B, u, 1, U, G, h_in, lh, 0, a_t, B);          /* U^T h */
         for (j = 0; j < G; j++)
-            for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * lt + b];
-        SFX(act)(ract, a_t, 3 * n);
+            for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
+        SFX(act)(ract, a_t, 2 * n);
         SFX(act)(act, g, n);
+        SFX(act)(ract, og, n);
         for (j = 0; j < u; j++)
             for (b = 0; b < B; b++) {
                 i = j * B + b;
-                tc_t[i] = fg[i] * c[j * ls + b] + ig[i] * g[i];
-                c_new[j * ls + b] = tc_t[i];
+                tc_t[i] = fg[i] * c[j * ss.row + b] + ig[i] * g[i];
+                c_new[j * ss.row + b] = tc_t[i];
             }
         SFX(act)(act, tc_t, n);
         for (j = 0; j < u; j++)
-            for (b = 0; b < B; b++) h_new[j * ls + b] = og[j * B + b] * tc_t[j * B + b];
+            for (b = 0; b < B; b++) h_new[j * ss.row + b] = og[j * B + b] * tc_t[j * B + b];
         if (keep) {
-            SFX(hold_masked)(keep + t * B, h, h_new, ls, u, B);
-            SFX(hold_masked)(keep + t * B, c, c_new, ls, u, B);
+            SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
+            SFX(hold_masked)(keep + t * B, c, c_new, ss.row, u, B);
         }
     }
 }
@@ -377,21 +455,26 @@ static void SFX(lstm_forward)(const int64_t *I, void *const *P)
  * I: T, B, u, D, act, ract
  * P: U, W, xp, Sc, Sh, a, tc, d (G, B), carried (2u, B) or NULL, rmask, hd, keep, dy, dh, dc,
  *    x, dx, dW, dU, db or NULL */
-static void SFX(lstm_backward)(const int64_t *I, void *const *P)
+static inline __attribute__((always_inline)) void
+SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
-    const int64_t T = I[0], B = I[1], u = I[2], D = I[3], G = 4 * u, n = u * B;
-    const int64_t lt = T * B, ls = (T + 1) * B;
+    const int64_t T = I[0], u = I[2], D = I[3], G = 4 * u, n = u * B, TB = T * B;
     const int act = (int)I[4], ract = (int)I[5];
     const REAL *U = P[0], *W = P[1], *Sc = P[3], *Sh = P[4], *a = P[5], *tc = P[6];
     const REAL *rmask = P[9], *hd = P[10], *dy = P[12], *x = P[15];
     REAL *dxp = P[2], *d = P[7], *carried = P[8], *dh = P[13], *dc = P[14], *dx = P[16];
     REAL *dW = P[17], *dU = P[18], *db = P[19];
     const uint8_t *keep = P[11];
-    REAL *di = d, *df = d + n, *dO = d + 2 * n, *dg = d + 3 * n;
+    const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
+                       vs = SFX(span)(u, T, B);
+    const SFX(mat) DXP = SFX(mview)(dxp, xs.row, xs.step / B),
+                   HIN = rmask ? SFX(mview)(hd, vs.row, vs.step / B)
+                               : SFX(mview)(Sh, ss.row, ss.step / B);
+    REAL *di = d, *df = d + n, *dg = d + 2 * n, *dO = d + 3 * n;
     int64_t t, i, j, b;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *c = Sc + t * B, *a_t = a + t * G * B, *tc_t = tc + t * n;
-        const REAL *ig = a_t, *fg = a_t + n, *og = a_t + 2 * n, *g = a_t + 3 * n;
+        const REAL *c = Sc + t * ss.step, *a_t = a + t * G * B, *tc_t = tc + t * n;
+        const REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) {
             SFX(split_masked)(keep + t * B, dh, carried, u, B);
@@ -407,7 +490,7 @@ static void SFX(lstm_backward)(const int64_t *I, void *const *P)
         for (i = 0; i < n; i++) di[i] = dc[i] * g[i];
         SFX(dact_mul)(ract, ig, di, n);
         for (j = 0; j < u; j++)
-            for (b = 0; b < B; b++) df[j * B + b] = dc[j * B + b] * c[j * ls + b];
+            for (b = 0; b < B; b++) df[j * B + b] = dc[j * B + b] * c[j * ss.row + b];
         SFX(dact_mul)(ract, fg, df, n);
         for (i = 0; i < n; i++) dg[i] = dc[i] * ig[i];
         SFX(dact_mul)(act, g, dg, n);
@@ -415,65 +498,90 @@ static void SFX(lstm_backward)(const int64_t *I, void *const *P)
         /* the previous h, through h U */
         SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        SFX(put_rows)(d, dxp + t * B, lt, G, B);
+        SFX(put_rows)(d, dxp + t * xs.step, xs.row, G, B);
         if (keep) {
             SFX(add)(dh, carried, n);
             SFX(add)(dc, carried + n, n);
         }
     }
-    SFX(input_grads)(lt, D, G, x, W, dxp, dW, db, dx);
-    SFX(gemm)(0, 1, u, G, lt, 1, rmask ? hd : Sh, rmask ? lt : ls, dxp, lt, 0, dU, G);
+    SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
+    SFX(gemm_xyT)(u, G, TB, HIN, DXP, dU, G);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* SimpleRNN: h_t = f(x W + b + h U).
  * I: T, B, u, act
  * P: U, xp, S, scratch (u, B), rmask, hd, keep */
-static void SFX(rnn_forward)(const int64_t *I, void *const *P)
+static inline __attribute__((always_inline)) void
+SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
-    const int64_t T = I[0], B = I[1], u = I[2], n = u * B, lt = T * B, ls = (T + 1) * B;
+    const int64_t T = I[0], u = I[2], n = u * B;
     const int act = (int)I[3];
     const REAL *U = P[0], *xp = P[1], *rmask = P[4];
     REAL *S = P[2], *scratch = P[3], *hd = P[5];
     const uint8_t *keep = P[6];
+    const SFX(strides) xs = SFX(span)(u, T, B), ss = SFX(span)(u, T + 1, B);
     int64_t t, j, b, lh;
     for (t = 0; t < T; t++) {
-        const REAL *h = S + t * B, *x_t = xp + t * B;
-        REAL *h_new = S + (t + 1) * B;
-        const REAL *h_in = SFX(rec_input)(h, ls, rmask, hd ? hd + t * B : 0, lt, u, B, &lh);
+        const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
+        REAL *h_new = S + (t + 1) * ss.step;
+        const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * xs.step : 0, xs.row,
+                                          u, B, &lh);
         SFX(gemm)(1, 0, u, B, u, 1, U, u, h_in, lh, 0, scratch, B);
         for (j = 0; j < u; j++)
-            for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * lt + b];
+            for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * xs.row + b];
         SFX(act)(act, scratch, n);
-        SFX(put_rows)(scratch, h_new, ls, u, B);
-        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ls, u, B);
+        SFX(put_rows)(scratch, h_new, ss.row, u, B);
+        if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
     }
 }
 
 /* I: T, B, u, D, act
  * P: U, W, xp, S, d (u, B), carried or NULL, rmask, hd, keep, dy, dh, x, dx, dW, dU, db */
-static void SFX(rnn_backward)(const int64_t *I, void *const *P)
+static inline __attribute__((always_inline)) void
+SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
-    const int64_t T = I[0], B = I[1], u = I[2], D = I[3], n = u * B, lt = T * B;
-    const int64_t ls = (T + 1) * B;
+    const int64_t T = I[0], u = I[2], D = I[3], n = u * B, TB = T * B;
     const int act = (int)I[4];
     const REAL *U = P[0], *W = P[1], *S = P[3], *rmask = P[6], *hd = P[7], *dy = P[9];
     const REAL *x = P[11];
     REAL *dxp = P[2], *d = P[4], *carried = P[5], *dh = P[10], *dx = P[12], *dW = P[13];
     REAL *dU = P[14], *db = P[15];
     const uint8_t *keep = P[8];
+    const SFX(strides) xs = SFX(span)(u, T, B), ss = SFX(span)(u, T + 1, B);
+    const SFX(mat) DXP = SFX(mview)(dxp, xs.row, xs.step / B),
+                   HIN = rmask ? SFX(mview)(hd, xs.row, xs.step / B)
+                               : SFX(mview)(S, ss.row, ss.step / B);
     int64_t t, i, j;
     for (t = T - 1; t >= 0; t--) {
+        const REAL *h_out = S + (t + 1) * ss.step;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) SFX(split_masked)(keep + t * B, dh, carried, u, B);
         memcpy(d, dh, (size_t)n * sizeof(REAL));
-        for (j = 0; j < u; j++)   /* through f, whose output h_t has row stride ls */
-            SFX(dact_mul)(act, S + (t + 1) * B + j * ls, d + j * B, B);
+        if (ss.row == B) SFX(dact_mul)(act, h_out, d, n);   /* through f, via its output h_t */
+        else for (j = 0; j < u; j++) SFX(dact_mul)(act, h_out + j * ss.row, d + j * B, B);
         SFX(gemm)(0, 0, u, B, u, 1, U, u, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        SFX(put_rows)(d, dxp + t * B, lt, u, B);
+        SFX(put_rows)(d, dxp + t * xs.step, xs.row, u, B);
         if (keep) SFX(add)(dh, carried, n);
     }
-    SFX(input_grads)(lt, D, u, x, W, dxp, dW, db, dx);
-    SFX(gemm)(0, 1, u, u, lt, 1, rmask ? hd : S, rmask ? lt : ls, dxp, lt, 0, dU, u);
+    SFX(input_grads)(TB, D, u, x, W, DXP, dW, db, dx);
+    SFX(gemm_xyT)(u, u, TB, HIN, DXP, dU, u);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* The entry points: a batch of one gets its own copy of each loop, compiled with B = 1, where a
+ * step's rows are contiguous and the compiler vectorises across them. */
+#define SFX_ENTRY(name)                                                                      \
+    static void SFX(name)(const int64_t *I, void *const *P)                                 \
+    {                                                                                        \
+        if (I[1] == 1) SFX(name##_body)(I, P, 1);                                            \
+        else SFX(name##_body)(I, P, I[1]);                                                   \
+    }
+SFX_ENTRY(gru_forward)
+SFX_ENTRY(gru_backward)
+SFX_ENTRY(lstm_forward)
+SFX_ENTRY(lstm_backward)
+SFX_ENTRY(rnn_forward)
+SFX_ENTRY(rnn_backward)
+#undef SFX_ENTRY

@@ -144,11 +144,11 @@ class GRUCell(Cell):
         u = self.units
         ws = {"a": alloc((T, 3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}
         if self.reset_after:
-            ws["hu"] = alloc((u, T, B), dt)            # h Uh + bh'; going back, dL/d of it
+            ws["hu"] = alloc(self.span_shape(u, T, B), dt)   # h Uh + bh'; going back, dL/d of it
             b2 = self.recurrent_bias()
             ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[2 * u:])
         else:
-            ws["rh"] = alloc((u, T, B), dt)            # r * h
+            ws["rh"] = alloc(self.span_shape(u, T, B), dt)   # r * h
         return ws
 
     def forward_native(self, fast, xp, Sn, ws, keep):

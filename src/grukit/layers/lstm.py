@@ -21,10 +21,11 @@ from .recurrent import Cell, Recurrent
 
 
 class LSTMCell(Cell):
-    """Inside the loop the gates are kept in the order i, f, o, g (the kernel's columns are
+    """Inside the NumPy loop the gates are kept in the order i, f, o, g (the kernel's columns are
     i, f, g, o, as in Keras), so that the three gates with the recurrent activation are one block:
     one call computes them all. The projection and the recurrent kernel are permuted to match
-    once per sequence; the gradients go back to the kernel's order once, after the loop."""
+    once per sequence; the gradients go back to the kernel's order once, after the loop. The
+    compiled loop (kernels.c) works in Keras's order directly."""
     n_states = 2
     gates = 4
 
@@ -46,31 +47,34 @@ class LSTMCell(Cell):
                 "ig": np.empty((u, B), dt),           # i * g, one step
                 "U": np.ascontiguousarray(U), "U_T": np.ascontiguousarray(U.T)}
 
+    # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
+    def project_feature_major(self, x_in, alloc):
+        return self._project_feature_major(self.params["kernel"], self.params.get("bias"), x_in,
+                                           alloc)
+
     def native_workspace(self, T, B, dt, alloc):
         u = self.units
-        return {"a": alloc((T, 4 * u, B), dt), "tc": alloc((T, u, B), dt),
-                "U": np.ascontiguousarray(self.params["recurrent_kernel"][:, self._order()])}
+        return {"a": alloc((T, 4 * u, B), dt), "tc": alloc((T, u, B), dt), "keras_order": True}
 
     def forward_native(self, fast, xp, Sn, ws, keep):
         T, _, B = ws["a"].shape
         fast.lstm_forward((T, B, self.units, *self.native_codes()),
-                          (ws["U"], xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"),
-                           ws.get("hd"), keep))
+                          (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0], Sn[1],
+                           ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep))
 
     def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
-        u, order = self.units, self._order()
+        u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc)
-        W = np.ascontiguousarray(self.params["kernel"][:, order])
         Sh, Sc = ws["Sn"]
         fast.lstm_backward((T, B, u, D, *self.native_codes()),
-                           (ws["U"], W, xp, Sc, Sh, ws["a"], ws["tc"], d, carried,
-                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], dS[1], x_in, dx,
-                            dW, dU, db))
-        # back to the kernel's gate order (the permutation is its own inverse)
-        grads = {"kernel": dW[:, order], "recurrent_kernel": dU[:, order]}
+                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
+                            np.ascontiguousarray(self.params["kernel"]), xp, Sc, Sh, ws["a"],
+                            ws["tc"], d, carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
+                            dS[0], dS[1], x_in, dx, dW, dU, db))
+        grads = {"kernel": dW, "recurrent_kernel": dU}
         if db is not None:
-            grads["bias"] = db[order]
+            grads["bias"] = db
         return grads
 
     def step(self, t, xp, S, ws):
@@ -127,8 +131,9 @@ class LSTMCell(Cell):
 
     def trace(self, S, ws):
         u, a = self.units, ws["a"]
-        return {"i": a[:, :u], "f": a[:, u:2 * u], "g": a[:, 3 * u:],
-                "c": S[1][1:], "o": a[:, 2 * u:3 * u], "h": S[0][1:]}
+        g, o = (2, 3) if ws.get("keras_order") else (3, 2)   # compiled loop / NumPy loop
+        return {"i": a[:, :u], "f": a[:, u:2 * u], "g": a[:, g * u:(g + 1) * u],
+                "c": S[1][1:], "o": a[:, o * u:(o + 1) * u], "h": S[0][1:]}
 
 
 class LSTM(Recurrent):

@@ -34,7 +34,8 @@ The cell contract (see :class:`Cell`):
 The compiled path (grukit._native, kernels.c): when it is available and both activations are ones
 it knows, a cell runs the whole loop in one call instead. Its buffers that span all steps are
 feature-major over time, xp (G, T*B) and states (u, T+1, B) (``ws["Sn"]``; ``S[k]`` is a view of
-them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product:
+them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product; for a
+batch of one they are time-major instead (:meth:`Cell.span_shape`):
     ``project_feature_major(x_in, alloc)``  xp = (x W + b)^T, (G, T*B)
     ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
     ``forward_native(fast, xp, Sn, ws, keep)``         every step forward
@@ -163,11 +164,27 @@ class Cell:
         return (np.empty((D, G), dt), np.empty((self.units, G), dt),
                 np.empty(G, dt) if self.use_bias else None, ws["d"], ws["carried"])
 
+    @staticmethod
+    def span_shape(rows, steps, B):
+        """The compiled loop's layout of a buffer over all steps: feature-major over time,
+        (rows, steps, B), so that the weight gradients are one product each; for B = 1
+        time-major, (steps, rows, 1), so that a step's rows are contiguous."""
+        return (rows, steps, B) if B > 1 else (steps, rows, 1)
+
     def project_feature_major(self, x_in, alloc):
-        """x (T, B, D) -> xp = (x W + b)^T as (G, T*B), one matrix product, for the compiled loop."""
-        W, b = self.input_weights()
+        """x (T, B, D) -> xp = x W + b for the compiled loop: (G, T*B), or (T, G) for B = 1."""
+        return self._project_feature_major(*self.input_weights(), x_in, alloc)
+
+    @staticmethod
+    def _project_feature_major(W, b, x_in, alloc):
         T, B, D = x_in.shape
-        xp = np.matmul(W.T, x_in.reshape(T * B, D).T, out=alloc((W.shape[1], T * B), W.dtype))
+        G = W.shape[1]
+        if B == 1:
+            xp = np.matmul(x_in.reshape(T, D), W, out=alloc((T, G), W.dtype))
+            if b is not None:
+                xp += b
+            return xp
+        xp = np.matmul(W.T, x_in.reshape(T * B, D).T, out=alloc((G, T * B), W.dtype))
         if b is not None:
             xp += b[:, None]
         return xp
@@ -346,9 +363,10 @@ class Recurrent(Layer):
         # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) and S[k] is
         # a view of that (ws["Sn"])
         alloc = np.empty if fast is None else self._alloc
-        shape = (T + 1, u, B) if fast is None else (u, T + 1, B)
+        shape = (T + 1, u, B) if fast is None else cell.span_shape(u, T + 1, B)
         Sn = [alloc(shape, dt) for _ in range(cell.n_states)]
-        S = Sn if fast is None else [s.transpose(1, 0, 2) for s in Sn]
+        time_major = fast is None or B == 1            # see Cell.span_shape
+        S = Sn if time_major else [s.transpose(1, 0, 2) for s in Sn]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
         if fast is not None:
@@ -356,7 +374,8 @@ class Recurrent(Layer):
             ws = cell.native_workspace(T, B, dt, alloc)
             ws["Sn"], ws["xp"] = Sn, xp
             if drec is not None:
-                ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), alloc((u, T, B), dt)
+                ws["rmask"] = np.ascontiguousarray(drec.T)
+                ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
             cell.forward_native(fast, xp, Sn, ws, keep)
         else:
             xp = cell.project_inputs(x_in)                                 # (T, G, B)
