@@ -37,7 +37,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -188,15 +188,17 @@ def _self_check(module):
         loops = Loops(module, dt)
         u, G = 2, 6
         U = (np.arange(12, dtype=dt).reshape(u, G) / 10)
-        xp = np.linspace(-1, 1, G).astype(dt).reshape(1, G)        # T = B = 1: time-major
-        S = np.zeros((2, u, 1), dt)
+        W = np.linspace(-1, 1, G).astype(dt).reshape(1, G)         # D = 1, x = 1: xp = W
+        S = np.zeros((2, u, 1), dt)                                 # T = B = 1: time-major
         S[0, :, 0] = [0.5, -0.25]
-        a, hu, scratch = np.empty((1, G, 1), dt), np.empty((1, u, 1), dt), np.empty((G, 1), dt)
-        loops.gru_forward((1, 1, u, 1, 0, 0),
-                          (U, None, xp, S, a, hu, None, scratch, None, None, None))
+        xp, a, scratch = np.empty((1, G), dt), np.empty((1, G, 1), dt), np.empty((G, 1), dt)
+        hu = np.empty((1, u, 1), dt)
+        loops.gru_forward((1, 1, u, 1, 0, 0, 1),
+                          (U, None, xp, S, a, hu, None, scratch, None, None, None,
+                           np.ones((1, 1), dt), W, None))
         h = S[0, :, 0].astype(np.float64)
         pre = U.astype(np.float64).T @ h
-        x = xp[0].astype(np.float64)
+        x = W[0].astype(np.float64)
         z, r = x[:2] + pre[:2], x[2:4] + pre[2:4]
         hh = x[4:] + r * pre[4:]
         want = hh + z * (h - hh)

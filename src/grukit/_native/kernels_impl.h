@@ -268,23 +268,48 @@ static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, co
     if (db) SFX(sums)(dxp, db, G, TB);
 }
 
+/* before the loop: xp = x W + b, plus b2 on the first n2 rows (GRU's b'z, b'r), in xp's layout */
+static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL *x, const REAL *W,
+                         const REAL *b, const REAL *b2, int64_t n2, REAL *xp)
+{
+    int64_t TB = T * B, g, k;
+    if (B == 1)
+        SFX(gemm_xyT)(T, G, D, SFX(mview)(x, D, 1), SFX(mview)(W, 1, G), xp, G);
+    else
+        SFX(gemm_xyT)(G, TB, D, SFX(mview)(W, 1, G), SFX(mview)(x, D, 1), xp, TB);
+    if (!b && !b2) return;
+    if (B == 1) {
+        for (k = 0; k < T; k++)
+            for (g = 0; g < G; g++)
+                xp[k * G + g] += (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
+    } else {
+        for (g = 0; g < G; g++) {
+            REAL c = (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
+            for (k = 0; k < TB; k++) xp[g * TB + k] += c;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* GRU, gate order z, r, h. With reset_after, hu = h Uh + bh' is kept and h~ = f(xh + r * hu);
  * without, rh = r * h is kept and h~ = f(xh + (r * h) Uh).
- * I: T, B, u, reset_after, act, ract
- * P: U, b2h (u) or NULL, xp, S, a, hu or NULL, rh or NULL, scratch (G, B), rmask (u, B) or NULL,
- *    hd or NULL, keep or NULL */
+ * I: T, B, u, reset_after, act, ract, D
+ * P: U, b2 (G) or NULL, xp (written), S, a, hu or NULL, rh or NULL, scratch (G, B),
+ *    rmask (u, B) or NULL, hd or NULL, keep or NULL, x, W, b (G) or NULL.
+ * b is the input bias; b2 the recurrent one (reset_after): b2z, b2r go into xp, b2h into hu. */
 static inline __attribute__((always_inline)) void
 SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], G = 3 * u, n = u * B;
     const int reset_after = (int)I[3], act = (int)I[4], ract = (int)I[5];
-    const REAL *U = P[0], *b2h = P[1], *xp = P[2], *rmask = P[8];
-    REAL *S = P[3], *a = P[4], *hu = P[5], *rh = P[6], *scratch = P[7], *hd = P[9];
+    const REAL *U = P[0], *b2 = P[1], *rmask = P[8];
+    const REAL *b2h = b2 ? b2 + 2 * u : 0;
+    REAL *xp = P[2], *S = P[3], *a = P[4], *hu = P[5], *rh = P[6], *scratch = P[7], *hd = P[9];
     const uint8_t *keep = P[10];
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
+    SFX(project)(T, B, I[6], G, P[11], P[12], P[13], b2, 2 * u, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step, *a_t = a + t * G * B;
@@ -327,7 +352,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 /* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp; hu is overwritten by dL/d(h Uh + bh').
  * I: T, B, u, D, reset_after, act, ract
  * P: U, W, xp, S, a, hu, rh, d (G, B), tmp (u, B), carried (u, B) or NULL, rmask, hd, keep, dy,
- *    dh, x, dx, dW, dU, db (G) or NULL, dbh (u) or NULL */
+ *    dh, x, dx, dW, dU, db or NULL: (G,), or (2, G) with reset_after (input bias, recurrent) */
 static inline __attribute__((always_inline)) void
 SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
@@ -336,7 +361,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     const REAL *U = P[0], *W = P[1], *S = P[3], *a = P[4], *rh = P[6], *rmask = P[10];
     const REAL *hd = P[11], *dy = P[13], *x = P[15];
     REAL *dxp = P[2], *hu = P[5], *d = P[7], *tmp = P[8], *carried = P[9], *dh = P[14];
-    REAL *dx = P[16], *dW = P[17], *dU = P[18], *db = P[19], *dbh = P[20];
+    REAL *dx = P[16], *dW = P[17], *dU = P[18], *db = P[19];
     const uint8_t *keep = P[12];
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
@@ -400,7 +425,10 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     SFX(gemm_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
     if (reset_after) {
         SFX(gemm_xyT)(u, u, TB, HIN, V, dU + 2 * u, G);
-        if (dbh) SFX(sums)(V, dbh, u, TB);
+        if (db) {   /* dL/db'z, db'r are dL/dbz, dbr; dL/db'h sums dL/d(h Uh + bh') */
+            memcpy(db + G, db, (size_t)(2 * u) * sizeof(REAL));
+            SFX(sums)(V, db + G + 2 * u, u, TB);
+        }
     } else {
         SFX(gemm_xyT)(u, u, TB, V, SFX(mview)(dxp + 2 * u * xs.row, DXP.r, DXP.c), dU + 2 * u,
                       G);
@@ -409,19 +437,20 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 
 /* ------------------------------------------------------------------------------------------ */
 /* LSTM, Keras's gate order i, f, g (the candidate, Keras's c), o. tc[t] = f(c_t).
- * I: T, B, u, act, ract
- * P: U, xp, Sh, Sc, a, tc, rmask, hd, keep */
+ * I: T, B, u, act, ract, D
+ * P: U, xp (written), Sh, Sc, a, tc, rmask, hd, keep, x, W, b or NULL */
 static inline __attribute__((always_inline)) void
 SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], G = 4 * u, n = u * B;
     const int act = (int)I[3], ract = (int)I[4];
-    const REAL *U = P[0], *xp = P[1], *rmask = P[6];
-    REAL *Sh = P[2], *Sc = P[3], *a = P[4], *tc = P[5], *hd = P[7];
+    const REAL *U = P[0], *rmask = P[6];
+    REAL *xp = P[1], *Sh = P[2], *Sc = P[3], *a = P[4], *tc = P[5], *hd = P[7];
     const uint8_t *keep = P[8];
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
+    SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step;
@@ -510,18 +539,19 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 
 /* ------------------------------------------------------------------------------------------ */
 /* SimpleRNN: h_t = f(x W + b + h U).
- * I: T, B, u, act
- * P: U, xp, S, scratch (u, B), rmask, hd, keep */
+ * I: T, B, u, act, D
+ * P: U, xp (written), S, scratch (u, B), rmask, hd, keep, x, W, b or NULL */
 static inline __attribute__((always_inline)) void
 SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], n = u * B;
     const int act = (int)I[3];
-    const REAL *U = P[0], *xp = P[1], *rmask = P[4];
-    REAL *S = P[2], *scratch = P[3], *hd = P[5];
+    const REAL *U = P[0], *rmask = P[4];
+    REAL *xp = P[1], *S = P[2], *scratch = P[3], *hd = P[5];
     const uint8_t *keep = P[6];
     const SFX(strides) xs = SFX(span)(u, T, B), ss = SFX(span)(u, T + 1, B);
     int64_t t, j, b, lh;
+    SFX(project)(T, B, I[4], u, P[7], P[8], P[9], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step;

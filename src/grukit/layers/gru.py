@@ -145,35 +145,33 @@ class GRUCell(Cell):
         ws = {"a": alloc((T, 3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}
         if self.reset_after:
             ws["hu"] = alloc(self.span_shape(u, T, B), dt)   # h Uh + bh'; going back, dL/d of it
-            b2 = self.recurrent_bias()
-            ws["b2"] = None if b2 is None else np.ascontiguousarray(b2[2 * u:])
         else:
             ws["rh"] = alloc(self.span_shape(u, T, B), dt)   # r * h
         return ws
 
-    def forward_native(self, fast, xp, Sn, ws, keep):
-        T, _, B = ws["a"].shape
+    def forward_native(self, fast, x_in, xp, Sn, ws, keep):
+        T, B, D = x_in.shape
         U = np.ascontiguousarray(self.params["recurrent_kernel"])
-        fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes()),
-                         (U, ws.get("b2"), xp, Sn[0], ws["a"], ws.get("hu"), ws.get("rh"),
-                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep))
+        W = np.ascontiguousarray(self.params["kernel"])
+        fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D),
+                         (U, self.recurrent_bias(), xp, Sn[0], ws["a"], ws.get("hu"),
+                          ws.get("rh"), ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
+                          W, self.input_bias()))
 
     def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
-        dbh = np.empty(u, dx.dtype) if (db is not None and self.reset_after) else None
         ws["tmp"] = alloc((u, B), dx.dtype)
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
                            np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], ws["a"],
                            ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
-                           db, dbh))
+                           db))
         grads = {"kernel": dW, "recurrent_kernel": dU}
         if db is not None:
-            grads["bias"] = np.stack([db, np.concatenate([db[:2 * u], dbh])]) \
-                if self.reset_after else db
+            grads["bias"] = db       # (2, 3u) with reset_after: input and recurrent biases
         return grads
 
     def recurrent_grads(self, S, ws, grads):

@@ -47,20 +47,17 @@ class LSTMCell(Cell):
                 "ig": np.empty((u, B), dt),           # i * g, one step
                 "U": np.ascontiguousarray(U), "U_T": np.ascontiguousarray(U.T)}
 
-    # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
-    def project_feature_major(self, x_in, alloc):
-        return self._project_feature_major(self.params["kernel"], self.params.get("bias"), x_in,
-                                           alloc)
-
     def native_workspace(self, T, B, dt, alloc):
         u = self.units
         return {"a": alloc((T, 4 * u, B), dt), "tc": alloc((T, u, B), dt), "keras_order": True}
 
-    def forward_native(self, fast, xp, Sn, ws, keep):
-        T, _, B = ws["a"].shape
-        fast.lstm_forward((T, B, self.units, *self.native_codes()),
+    # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
+    def forward_native(self, fast, x_in, xp, Sn, ws, keep):
+        T, B, D = x_in.shape
+        fast.lstm_forward((T, B, self.units, *self.native_codes(), D),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0], Sn[1],
-                           ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep))
+                           ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep, x_in,
+                           np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
 
     def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape

@@ -36,9 +36,8 @@ it knows, a cell runs the whole loop in one call instead. Its buffers that span 
 feature-major over time, xp (G, T*B) and states (u, T+1, B) (``ws["Sn"]``; ``S[k]`` is a view of
 them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product; for a
 batch of one they are time-major instead (:meth:`Cell.span_shape`):
-    ``project_feature_major(x_in, alloc)``  xp = (x W + b)^T, (G, T*B)
     ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
-    ``forward_native(fast, xp, Sn, ws, keep)``         every step forward
+    ``forward_native(fast, x_in, xp, Sn, ws, keep)``   xp = x W + b, then every step forward
     ``backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc)``  every step back, and
                                      the weight gradients: returns grads; dL/dxp overwrites xp
 ``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
@@ -154,15 +153,16 @@ class Cell:
                 _native.ACTIVATIONS[self.recurrent_activation.name])
 
     def native_buffers(self, x_in, keep, carried_rows, ws, alloc):
-        """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (G,) or None; and
-        its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
+        """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (the bias's shape)
+        or None; and its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
         (carried_rows, B) buffer that masked steps need (None without a mask)."""
         T, B, D = x_in.shape
         G, dt = self.gates * self.units, x_in.dtype
         ws["d"] = alloc((G, B), dt)
         ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
         return (np.empty((D, G), dt), np.empty((self.units, G), dt),
-                np.empty(G, dt) if self.use_bias else None, ws["d"], ws["carried"])
+                np.empty(self.bias_shape(), dt) if self.use_bias else None, ws["d"],
+                ws["carried"])
 
     @staticmethod
     def span_shape(rows, steps, B):
@@ -170,24 +170,6 @@ class Cell:
         (rows, steps, B), so that the weight gradients are one product each; for B = 1
         time-major, (steps, rows, 1), so that a step's rows are contiguous."""
         return (rows, steps, B) if B > 1 else (steps, rows, 1)
-
-    def project_feature_major(self, x_in, alloc):
-        """x (T, B, D) -> xp = x W + b for the compiled loop: (G, T*B), or (T, G) for B = 1."""
-        return self._project_feature_major(*self.input_weights(), x_in, alloc)
-
-    @staticmethod
-    def _project_feature_major(W, b, x_in, alloc):
-        T, B, D = x_in.shape
-        G = W.shape[1]
-        if B == 1:
-            xp = np.matmul(x_in.reshape(T, D), W, out=alloc((T, G), W.dtype))
-            if b is not None:
-                xp += b
-            return xp
-        xp = np.matmul(W.T, x_in.reshape(T * B, D).T, out=alloc((G, T * B), W.dtype))
-        if b is not None:
-            xp += b[:, None]
-        return xp
 
     def workspace(self, T, B, dtype):
         raise NotImplementedError
@@ -370,13 +352,14 @@ class Recurrent(Layer):
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
         if fast is not None:
-            xp = cell.project_feature_major(x_in, alloc)                   # (G, T*B)
+            G = cell.gates * u
+            xp = alloc((G, T * B) if B > 1 else (T, G), dt)   # the kernel projects x into it
             ws = cell.native_workspace(T, B, dt, alloc)
             ws["Sn"], ws["xp"] = Sn, xp
             if drec is not None:
                 ws["rmask"] = np.ascontiguousarray(drec.T)
                 ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
-            cell.forward_native(fast, xp, Sn, ws, keep)
+            cell.forward_native(fast, x_in, xp, Sn, ws, keep)
         else:
             xp = cell.project_inputs(x_in)                                 # (T, G, B)
             ws = cell.workspace(T, B, dt)

@@ -22,11 +22,12 @@ class SimpleRNNCell(Cell):
     def native_workspace(self, T, B, dt, alloc):
         return {"T": T, "scratch": alloc((self.units, B), dt)}
 
-    def forward_native(self, fast, xp, Sn, ws, keep):
-        B = ws["scratch"].shape[1]
-        fast.rnn_forward((ws["T"], B, self.units, self.native_codes()[0]),
+    def forward_native(self, fast, x_in, xp, Sn, ws, keep):
+        T, B, D = x_in.shape
+        fast.rnn_forward((T, B, self.units, self.native_codes()[0], D),
                          (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0],
-                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep))
+                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
+                          np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
 
     def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
