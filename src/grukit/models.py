@@ -235,10 +235,14 @@ class Sequential:
 
     def _backward(self, dy, caches):
         slots = self._grad_slots
+        first = self.layers[0]
         for layer, (cache, y) in zip(reversed(self.layers), reversed(caches)):
             if y is not None:
                 dy = dy + layer.activity_regularizer.grad(y) / y.dtype.type(len(y))
-            dy, grads = layer.backward(dy, cache)
+            if layer is first:   # the data needs no gradient
+                dy, grads = None, layer.backward_params(dy, cache)
+            else:
+                dy, grads = layer.backward(dy, cache)
             for k, view in slots.get(id(layer), ()):
                 if not layer.trainable:
                     view[...] = 0.0

@@ -258,13 +258,13 @@ static void SFX(sums)(SFX(mat) v, REAL *restrict acc, int64_t G, int64_t K)
     }
 }
 
-/* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T, dL/db = dxp summed over steps and batch;
- * dxp is the (G, T*B) view */
+/* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T (unless dx is NULL: a first layer's input
+ * needs none), dL/db = dxp summed over steps and batch; dxp is the (G, T*B) view */
 static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, const REAL *W,
                              SFX(mat) dxp, REAL *dW, REAL *db, REAL *dx)
 {
     SFX(gemm_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
-    SFX(gemm_xyT)(TB, D, G, SFX(mT)(dxp), SFX(mview)(W, G, 1), dx, D);
+    if (dx) SFX(gemm_xyT)(TB, D, G, SFX(mT)(dxp), SFX(mview)(W, G, 1), dx, D);
     if (db) SFX(sums)(dxp, db, G, TB);
 }
 

@@ -137,6 +137,11 @@ class Layer:
     def backward(self, dy, cache):
         raise NotImplementedError
 
+    def backward_params(self, dy, cache):
+        """Only the parameter gradients: for a first layer, whose input (the data) needs no
+        gradient. A layer may skip computing dL/dx here."""
+        return self.backward(dy, cache)[1]
+
     # ---- weights ----------------------------------------------------------------------------
     @property
     def weights(self):

@@ -162,7 +162,7 @@ class GRUCell(Cell):
         T, B, D = x_in.shape
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
-        ws["tmp"] = alloc((u, B), dx.dtype)
+        ws["tmp"] = alloc((u, B), x_in.dtype)
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
                            np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], ws["a"],

@@ -420,8 +420,13 @@ class Recurrent(Layer):
         dx, grads, _ = self.backward_states(dy, cache)
         return dx, grads
 
-    def backward_states(self, dy, cache):
-        """As :meth:`backward`, plus the gradients with respect to the initial states."""
+    def backward_params(self, dy, cache):
+        """The weight gradients alone: dL/dx, a (T*B, D) x (D, G) product, is not computed."""
+        return self.backward_states(dy, cache, input_grad=False)[1]
+
+    def backward_states(self, dy, cache, input_grad=True):
+        """As :meth:`backward`, plus the gradients with respect to the initial states
+        (dx is None when ``input_grad`` is False)."""
         x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
         T, B, D = x_in.shape
@@ -441,17 +446,20 @@ class Recurrent(Layer):
             dS[0] += dy.T
             dy_tm = None
         if fast is not None:
-            dx_tm = np.empty((T, B, D), x_in.dtype)
+            dx_tm = np.empty((T, B, D), x_in.dtype) if input_grad else None
             grads = cell.backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx_tm, self._alloc)
         else:
-            dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm)
+            dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad)
+        dS = [d.T for d in dS]
+        if not input_grad:
+            return None, grads, dS
         if din is not None:
             dx_tm *= din
         if self.go_backwards:
             dx_tm = dx_tm[::-1]
-        return dx_tm.transpose(1, 0, 2), grads, [d.T for d in dS]
+        return dx_tm.transpose(1, 0, 2), grads, dS
 
-    def _backward_numpy(self, x_in, xp, S, ws, m_tm, dS, dy_tm):
+    def _backward_numpy(self, x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad=True):
         """The reference backward: the NumPy loop, then the weight gradients as one matmul each."""
         cell = self.cell
         T, B, D = x_in.shape
@@ -476,6 +484,8 @@ class Recurrent(Layer):
         if self.use_bias:
             grads["bias"] = dxp2.sum(axis=0)
         cell.recurrent_grads(S, ws, grads)
+        if not input_grad:
+            return None, grads
         return (dxp2 @ self.params["kernel"].T).reshape(T, B, D), grads
 
     # ---- explanation ------------------------------------------------------------------------
