@@ -97,15 +97,27 @@ class Adam(Optimizer):
         m, v = self._slots["m"], self._slots["v"]
         t = self.iterations
         dt = w.dtype.type
+        # Keras's arithmetic, in the weights' float type: alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
         alpha = dt(self.learning_rate) * np.sqrt(dt(1) - dt(self.beta_2) ** t) / (
             dt(1) - dt(self.beta_1) ** t)
-        m += (g - m) * dt(1 - self.beta_1)
-        v += (g * g - v) * dt(1 - self.beta_2)
+        tmp = getattr(self, "_scratch", None)        # not a slot: never saved
+        if tmp is None or tmp.shape != w.shape or tmp.dtype != w.dtype:
+            tmp = self._scratch = np.empty_like(w)
+        np.subtract(g, m, out=tmp)
+        tmp *= dt(1 - self.beta_1)
+        m += tmp                                     # m += (g - m) (1 - b1)
+        np.multiply(g, g, out=tmp)
+        tmp -= v
+        tmp *= dt(1 - self.beta_2)
+        v += tmp                                     # v += (g^2 - v) (1 - b2)
         if self.amsgrad:
             vhat = self._slots["vhat"]
             np.maximum(vhat, v, out=vhat)
             v = vhat
-        w -= (m * alpha) / (np.sqrt(v) + dt(self.epsilon))
+        np.sqrt(v, out=tmp)
+        tmp += dt(self.epsilon)
+        np.divide(m * alpha, tmp, out=tmp)
+        w -= tmp                                     # w -= m alpha / (sqrt(v) + eps)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

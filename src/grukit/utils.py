@@ -49,8 +49,12 @@ def make_rng(seed=None) -> np.random.Generator:
 
 def check_finite(name: str, a: np.ndarray) -> None:
     """Raise a ValueError naming ``name`` when ``a`` holds NaN or infinity."""
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
+    # one reduction first: a NaN or infinity makes the sum non-finite (so, rarely, does overflow of
+    # large finite values; the exact count below then finds nothing)
+    if a.dtype.kind == "f" and not np.isfinite(np.add.reduce(a, axis=None)):
         bad = int(a.size - np.isfinite(a).sum())
+        if bad == 0:
+            return
         raise ValueError(f"{name} holds {bad} NaN or infinite value(s); clean or impute the data "
                          "before passing it in.")
 

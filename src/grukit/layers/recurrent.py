@@ -388,31 +388,33 @@ class Recurrent(Layer):
         return y
 
     # ---- buffers of the compiled path ----------------------------------------------------------
-    _POOLED = ("xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp", "carried")
+    _POOLED = frozenset(("xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp", "carried"))
 
     def _alloc(self, shape, dt):
         """An uninitialised buffer: one a released cache gave back, or a new one."""
         free = self._pool.get((shape, dt))
         return free.pop() if free else np.empty(shape, dt)
 
-    def _give_back(self, arrays):
-        for a in arrays:
-            if a is not None:
-                free = self._pool.setdefault((a.shape, a.dtype), [])
-                if len(free) < 2:
-                    free.append(a)
-        while len(self._pool) > 12:                 # shapes that stopped coming: forget them
-            self._pool.pop(next(iter(self._pool)))
-
     def release(self, cache):
         """Keep the buffers of a finished cache for the next call of the same shapes: fresh
         buffers of this size come as new pages from the OS, and faulting them in costs more than
         the arithmetic at the medium sizes. Outputs are always copies, never these buffers."""
         ws = cache[3] if cache is not None and cache[6] is not None else None
-        if ws is None or ws.get("released"):
+        if ws is None or "released" in ws:
             return
         ws["released"] = True
-        self._give_back(list(ws["Sn"]) + [ws.get(k) for k in self._POOLED])
+        pool = self._pool
+        for k, a in ws.items():
+            if k in self._POOLED and a is not None:
+                free = pool.setdefault((a.shape, a.dtype), [])
+                if len(free) < 2:
+                    free.append(a)
+        for a in ws["Sn"]:
+            free = pool.setdefault((a.shape, a.dtype), [])
+            if len(free) < 2:
+                free.append(a)
+        while len(pool) > 12:                       # shapes that stopped coming: forget them
+            pool.pop(next(iter(pool)))
 
     # ---- backward ---------------------------------------------------------------------------
     def backward(self, dy, cache):
