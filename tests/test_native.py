@@ -212,3 +212,79 @@ def test_release_twice_is_harmless(rng):
     layer.release(cache)
     layer.release(cache)                  # the second call must not hand the buffers out twice
     assert all(len(v) <= 1 for v in layer._pool.values())
+
+
+# ---- a batch in two halves on two threads ----------------------------------------------------
+@pytest.fixture
+def halves(monkeypatch):
+    """Split every batch of 2 or more in two, whatever the machine's BLAS thread count."""
+    def parts(B):
+        return [(0, B // 2), (B // 2, B)] if B >= 2 else [(0, B)]
+    monkeypatch.setattr(_native, "batch_parts", parts)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_halves_agree_with_numpy_loop(cell, halves, float64, rng):
+    B, T, D, u = 9, 5, 3, 4
+    x = rng.standard_normal((B, T, D))
+    n = 2 if cell == "lstm" else 1
+    init = [rng.standard_normal((B, u)) for _ in range(n)]
+    masks = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
+    keep = rng.random((B, T)) > 0.25
+    for kw in ({"return_sequences": True, "return_state": True},
+               {"go_backwards": True, "zero_output_for_mask": True, "return_sequences": True},
+               {}):
+        a, b = run_both(CELLS[cell], x, rng, mask=keep, initial_state=init, dropout_masks=masks,
+                        **kw)
+        assert_same(a, b, 1e-11)
+
+
+def test_halves_in_a_model_and_trace(halves, rng):
+    """fit, predict, stateful carry-over and trace through split batches match the NumPy loop."""
+    x = rng.standard_normal((12, 6, 3)).astype(np.float32)
+    y = rng.standard_normal((12, 2)).astype(np.float32)
+    runs, weights = [], None
+    for native in (True, False):
+        with path(native):
+            model = Sequential([GRU(5, return_sequences=True, input_shape=(6, 3)), LSTM(2)])
+            model.compile("adam", "mse")
+            if weights is None:
+                weights = model.get_weights()
+            model.set_weights(weights)
+            model.fit(x, y, batch_size=12, epochs=3, verbose=0, shuffle=False)
+            gate = model.layers[0].trace(x)
+            runs.append((model.predict(x, verbose=0), gate["z"], gate["h"]))
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    layer = GRU(3, stateful=True)
+    xs = rng.standard_normal((10, 4, 2)).astype(np.float32)
+    first = layer(xs)
+    assert layer.states[0].shape == (10, 3)
+    with path(False):
+        ref = GRU(3, stateful=True)
+        ref(xs)
+        for k, p in layer.params.items():
+            ref.params[k][...] = p
+        ref.reset_states()
+        np.testing.assert_allclose(ref(xs), first, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ref.states[0], layer.states[0], rtol=1e-5, atol=1e-6)
+
+
+def test_split_only_with_two_blas_threads():
+    """The halves run only where BLAS may use two threads; the thread count comes back after."""
+    import threadpoolctl
+    if os.environ.get("GRUKIT_NATIVE", "") in ("0", "off"):
+        pytest.skip("GRUKIT_NATIVE=0 set by the caller")
+    assert _native.enabled() and _native._state["threads"] is not None, _native.info()
+    get = _native._state["threads"][0]
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert _native.batch_parts(64) == [(0, 64)]
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = get()
+        assert _native.batch_parts(64) == [(0, 32), (32, 64)]
+        assert _native.batch_parts(15) == [(0, 15)]
+        layer = GRU(4)
+        x = np.zeros((32, 3, 2), np.float32)
+        layer(x)
+        _, cache = layer.forward(x)
+        assert len(cache[1]) == 2 and get() == before

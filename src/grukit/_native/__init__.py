@@ -45,7 +45,7 @@ ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 
 
 _lock = threading.Lock()
 _state = {"loaded": False, "lib": None, "reason": "not loaded yet", "path": None,
-          "compile_seconds": None, "load_seconds": None, "blas": None}
+          "compile_seconds": None, "load_seconds": None, "blas": None, "threads": None}
 _tables = {}
 
 
@@ -164,6 +164,64 @@ def _find_gemm():
     return None
 
 
+def _thread_controls(lib):
+    """OpenBLAS's (get_num_threads, set_num_threads), whatever its symbol prefix, or None.
+    (Its set_num_threads_local is process-wide in pthreads builds, so it is of no use here.)"""
+    for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("scipy_", ""), ("", "")):
+        get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+        put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if get is not None and put is not None:
+            get.restype, get.argtypes = ctypes.c_int, []
+            put.restype, put.argtypes = None, [ctypes.c_int]
+            return get, put
+    return None
+
+
+# ---- running the batch in two halves ----------------------------------------------------------
+# A sequence's recurrence is independent of the others', so with two cores the batch can run as
+# two halves, one per thread, each with single-threaded BLAS: the per-step products are too
+# small for BLAS's own threads to pay (they wait on each other every step), while the halves
+# never wait for each other until the end. Used when BLAS may use two or more threads (so
+# threadpoolctl's limits hold) and each half has at least MIN_HALF sequences.
+MIN_HALF = 8
+_split_lock = threading.Lock()
+_worker = []
+
+
+def batch_parts(B):
+    """[(0, B)], or the two halves [(0, h), (h, B)] when splitting pays."""
+    controls = _state.get("threads")
+    if controls is None or B < 2 * MIN_HALF or (os.cpu_count() or 1) < 2:
+        return [(0, B)]
+    if controls[0]() < 2:
+        return [(0, B)]
+    h = B // 2
+    return [(0, h), (h, B)]
+
+
+def run_parts(calls):
+    """Run the calls (one per part of the batch) and return their results in order: one call
+    here; two at once, the second on a worker thread, with BLAS held to one thread meanwhile."""
+    if len(calls) == 1:
+        return [calls[0]()]
+    from concurrent.futures import ThreadPoolExecutor
+    get, put = _state["threads"]
+    with _split_lock:   # one split at a time: BLAS's thread count is process-wide
+        if not _worker:
+            _worker.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="grukit"))
+        before = get()
+        put(1)
+        try:
+            future = _worker[0].submit(calls[1])
+            try:
+                first = calls[0]()
+            finally:
+                second = future.result()   # wait for the worker even if the first half failed
+        finally:
+            put(before)
+    return [first, second]
+
+
 class Loops:
     """The module's kernels for one dtype: ``loops.gru_forward(ints, arrays)``, with the integer
     arguments and the buffers (arrays or None) in the order kernels_impl.h gives. The module
@@ -231,6 +289,7 @@ def _load():
     _self_check(module)
     _state.update(lib=module, path=path, compile_seconds=seconds, blas=blas_name,
                   load_seconds=time.perf_counter() - t0, blas_lib=blas_lib,
+                  threads=_thread_controls(blas_lib),
                   reason=f"compiled loops loaded from {path}")
     return module
 
@@ -284,5 +343,5 @@ def _reset():
     """Forget the loaded state, so that the next call reloads (tests use this)."""
     with _lock:
         _state.update(loaded=False, lib=None, reason="not loaded yet", path=None,
-                      compile_seconds=None, load_seconds=None, blas=None)
+                      compile_seconds=None, load_seconds=None, blas=None, threads=None)
         _tables.clear()

@@ -158,14 +158,14 @@ class GRUCell(Cell):
                           ws.get("rh"), ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                           W, self.input_bias()))
 
-    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
         ws["tmp"] = alloc((u, B), x_in.dtype)
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
-                           np.ascontiguousarray(self.params["kernel"]), xp, ws["Sn"][0], ws["a"],
+                           np.ascontiguousarray(self.params["kernel"]), ws["xp"], ws["Sn"][0], ws["a"],
                            ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
                            db))

@@ -59,14 +59,14 @@ class LSTMCell(Cell):
                            ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                            np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
 
-    def backward_native(self, fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc)
         Sh, Sc = ws["Sn"]
         fast.lstm_backward((T, B, u, D, *self.native_codes()),
                            (np.ascontiguousarray(self.params["recurrent_kernel"]),
-                            np.ascontiguousarray(self.params["kernel"]), xp, Sc, Sh, ws["a"],
+                            np.ascontiguousarray(self.params["kernel"]), ws["xp"], Sc, Sh, ws["a"],
                             ws["tc"], d, carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
                             dS[0], dS[1], x_in, dx, dW, dU, db))
         grads = {"kernel": dW, "recurrent_kernel": dU}

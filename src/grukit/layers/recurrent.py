@@ -38,8 +38,10 @@ them in the usual (T+1, u, B) order), so that each weight gradient is one matrix
 batch of one they are time-major instead (:meth:`Cell.span_shape`):
     ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
     ``forward_native(fast, x_in, xp, Sn, ws, keep)``   xp = x W + b, then every step forward
-    ``backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx, alloc)``  every step back, and
-                                     the weight gradients: returns grads; dL/dxp overwrites xp
+    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc)``  every step back, and the
+                                     weight gradients: returns grads; dL/dxp overwrites ws["xp"]
+With two cores, a batch of 16 or more runs as two halves on two threads
+(:func:`grukit._native.batch_parts`), each through these same calls.
 ``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
 (:meth:`Recurrent.release`).
 ``keep`` is the mask as (T, B) bool or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
@@ -342,38 +344,77 @@ class Recurrent(Layer):
             m_tm = m_tm.transpose(0, 2, 1)                                 # (T, 1, B)
             keep = np.ascontiguousarray(m_tm[:, 0, :])                     # (T, B)
         fast = cell.native_loops(dt)
-        # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) and S[k] is
-        # a view of that (ws["Sn"])
-        alloc = np.empty if fast is None else self._alloc
-        shape = (T + 1, u, B) if fast is None else cell.span_shape(u, T + 1, B)
-        Sn = [alloc(shape, dt) for _ in range(cell.n_states)]
-        time_major = fast is None or B == 1            # see Cell.span_shape
-        S = Sn if time_major else [s.transpose(1, 0, 2) for s in Sn]
+        if fast is not None:
+            return self._forward_native(fast, x_in, init, keep, drec, m_tm, din)
+        S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
-        if fast is not None:
-            G = cell.gates * u
-            xp = alloc((G, T * B) if B > 1 else (T, G), dt)   # the kernel projects x into it
-            ws = cell.native_workspace(T, B, dt, alloc)
-            ws["Sn"], ws["xp"] = Sn, xp
-            if drec is not None:
-                ws["rmask"] = np.ascontiguousarray(drec.T)
-                ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
-            cell.forward_native(fast, x_in, xp, Sn, ws, keep)
-        else:
-            xp = cell.project_inputs(x_in)                                 # (T, G, B)
-            ws = cell.workspace(T, B, dt)
-            if drec is not None:
-                ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
-            for t in range(T):
-                cell.step(t, xp, S, ws)
-                if m_tm is not None:
-                    for s in S:
-                        np.copyto(s[t + 1], s[t], where=~m_tm[t])
+        xp = cell.project_inputs(x_in)                                     # (T, G, B)
+        ws = cell.workspace(T, B, dt)
+        if drec is not None:
+            ws["rmask"], ws["hd"] = np.ascontiguousarray(drec.T), np.empty((T, u, B), dt)
+        for t in range(T):
+            cell.step(t, xp, S, ws)
+            if m_tm is not None:
+                for s in S:
+                    np.copyto(s[t + 1], s[t], where=~m_tm[t])
         if self.stateful:
             self.states = [s[-1].T.copy() for s in S]
-        cache = (x_in, xp, S, ws, m_tm, din, fast, keep)
+        cache = (x_in, xp, S, ws, m_tm, din, None, None)
         return self._outputs(S, m_tm), cache
+
+    def _forward_native(self, fast, x_in, init, keep, drec, m_tm, din):
+        """The compiled loop, over the whole batch or over two halves at once (see
+        grukit._native.batch_parts); the cache holds one part per half."""
+        T, B, _ = x_in.shape
+        bounds = _native.batch_parts(B)
+        split = len(bounds) > 1
+
+        def run(b0, b1):
+            def cut(a, axis):   # this part's slice of a batch axis, contiguous
+                if a is None or not split:
+                    return a
+                return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
+            return self._forward_part(fast, cut(x_in, 1), cut(keep, 1), cut(drec, 0),
+                                      None if init is None else [cut(np.asarray(s), 0)
+                                                                 for s in init])
+        parts = _native.run_parts([lambda b0=b0, b1=b1: run(b0, b1) for b0, b1 in bounds])
+        for p, b in zip(parts, bounds):
+            p["b"] = b
+        if self.stateful:
+            self.states = [np.concatenate([p["S"][k][-1].T for p in parts])
+                           for k in range(self.cell.n_states)]
+        outs = [self._outputs(p["S"], None if m_tm is None else m_tm[:, :, p["b"][0]:p["b"][1]])
+                for p in parts]
+        if not split:
+            out = outs[0]
+        elif self.return_state:
+            out = [np.concatenate(o) for o in zip(*outs)]
+        else:
+            out = np.concatenate(outs)
+        cache = (x_in, parts, None, None, m_tm, din, fast, keep)
+        return out, cache
+
+    def _forward_part(self, fast, x_in, keep, drec, init):
+        """One part of the batch through the compiled loop: its buffers, in a dict."""
+        cell, u = self.cell, self.units
+        T, B, _ = x_in.shape
+        dt, alloc = x_in.dtype, self._alloc
+        # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) (Sn), and S[k]
+        # is a view of that; for B = 1 both are time-major
+        Sn = [alloc(cell.span_shape(u, T + 1, B), dt) for _ in range(cell.n_states)]
+        S = Sn if B == 1 else [s.transpose(1, 0, 2) for s in Sn]
+        for k in range(cell.n_states):
+            S[k][0] = 0.0 if init is None else init[k].T
+        G = cell.gates * u
+        xp = alloc((G, T * B) if B > 1 else (T, G), dt)    # the kernel projects x into it
+        ws = cell.native_workspace(T, B, dt, alloc)
+        ws["Sn"], ws["xp"] = Sn, xp
+        if drec is not None:
+            ws["rmask"] = np.ascontiguousarray(drec.T)
+            ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
+        cell.forward_native(fast, x_in, xp, Sn, ws, keep)
+        return {"x": x_in, "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
         h = S[0][1:]                                                        # (T, u, B)
@@ -391,28 +432,37 @@ class Recurrent(Layer):
     _POOLED = frozenset(("xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp", "carried"))
 
     def _alloc(self, shape, dt):
-        """An uninitialised buffer: one a released cache gave back, or a new one."""
+        """An uninitialised buffer: one a released cache gave back, or a new one (two halves of
+        a batch may ask at once: list.pop is atomic, the test before it is not)."""
         free = self._pool.get((shape, dt))
-        return free.pop() if free else np.empty(shape, dt)
+        if free:
+            try:
+                return free.pop()
+            except IndexError:
+                pass
+        return np.empty(shape, dt)
 
     def release(self, cache):
         """Keep the buffers of a finished cache for the next call of the same shapes: fresh
         buffers of this size come as new pages from the OS, and faulting them in costs more than
         the arithmetic at the medium sizes. Outputs are always copies, never these buffers."""
-        ws = cache[3] if cache is not None and cache[6] is not None else None
-        if ws is None or "released" in ws:
+        if cache is None or cache[6] is None:
             return
-        ws["released"] = True
         pool = self._pool
-        for k, a in ws.items():
-            if k in self._POOLED and a is not None:
+        for part in cache[1]:
+            ws = part["ws"]
+            if "released" in ws:
+                continue
+            ws["released"] = True
+            for k, a in ws.items():
+                if k in self._POOLED and a is not None:
+                    free = pool.setdefault((a.shape, a.dtype), [])
+                    if len(free) < 2:
+                        free.append(a)
+            for a in ws["Sn"]:
                 free = pool.setdefault((a.shape, a.dtype), [])
                 if len(free) < 2:
                     free.append(a)
-        for a in ws["Sn"]:
-            free = pool.setdefault((a.shape, a.dtype), [])
-            if len(free) < 2:
-                free.append(a)
         while len(pool) > 12:                       # shapes that stopped coming: forget them
             pool.pop(next(iter(pool)))
 
@@ -436,20 +486,19 @@ class Recurrent(Layer):
             dy, *dfinal = dy
         else:
             dfinal = [None] * cell.n_states
-        dS = [np.zeros((self.units, B), S[0].dtype) for _ in range(cell.n_states)]
+        dS = [np.zeros((self.units, B), x_in.dtype) for _ in range(cell.n_states)]
         for k, d in enumerate(dfinal):
             if d is not None:
                 dS[k] += d.T
         if self.return_sequences:
-            dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0), dtype=S[0].dtype)  # (T, u, B)
+            dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0), dtype=x_in.dtype)  # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
                 dy_tm *= m_tm
         else:
             dS[0] += dy.T
             dy_tm = None
         if fast is not None:
-            dx_tm = np.empty((T, B, D), x_in.dtype) if input_grad else None
-            grads = cell.backward_native(fast, x_in, xp, ws, dS, dy_tm, keep, dx_tm, self._alloc)
+            dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad)
         else:
             dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad)
         dS = [d.T for d in dS]
@@ -460,6 +509,31 @@ class Recurrent(Layer):
         if self.go_backwards:
             dx_tm = dx_tm[::-1]
         return dx_tm.transpose(1, 0, 2), grads, dS
+
+    def _backward_native(self, fast, parts, dS, dy_tm, input_grad):
+        """The compiled backward of each part of the batch (two at once when it was split);
+        returns dL/dx (T, B, D) or None, the weight gradients, dL/d(initial states) (u, B)."""
+        cell, split = self.cell, len(parts) > 1
+
+        def run(p):
+            b0, b1 = p["b"]
+            x = p["x"]
+
+            def cut(a):
+                return a if a is None or not split else np.ascontiguousarray(a[..., b0:b1])
+            dS_p = [cut(d) for d in dS]
+            dx = np.empty(x.shape, x.dtype) if input_grad else None
+            grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx,
+                                         self._alloc)
+            return dx, grads, dS_p
+        results = _native.run_parts([lambda p=p: run(p) for p in parts])
+        if not split:
+            return results[0]
+        (dx0, grads, dS0), (dx1, grads1, dS1) = results
+        for k in grads:
+            grads[k] = grads[k] + grads1[k]
+        dx = None if dx0 is None else np.concatenate([dx0, dx1], axis=1)
+        return dx, grads, [np.concatenate([a, b], axis=1) for a, b in zip(dS0, dS1)]
 
     def _backward_numpy(self, x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad=True):
         """The reference backward: the NumPy loop, then the weight gradients as one matmul each."""
@@ -506,10 +580,13 @@ class Recurrent(Layer):
         x = self._prepare(x)
         check_finite(f"{self.name} input", x)
         _, cache = self.forward(x, training=False, mask=mask, initial_state=initial_state)
-        S, ws = cache[2], cache[3]
+        if cache[6] is None:
+            values = [self.cell.trace(cache[2], cache[3])]
+        else:   # the compiled loop: one dict per part of the batch
+            values = [self.cell.trace(p["S"], p["ws"]) for p in cache[1]]
         out = {}
-        for name, v in self.cell.trace(S, ws).items():
-            v = v.transpose(2, 0, 1)                                        # (B, T, u)
+        for name in values[0]:
+            v = np.concatenate([d[name] for d in values], axis=2).transpose(2, 0, 1)  # (B, T, u)
             out[name] = np.ascontiguousarray(v[:, ::-1] if self.go_backwards else v)
         return out
 
