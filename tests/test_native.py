@@ -288,3 +288,23 @@ def test_split_only_with_two_blas_threads():
         layer(x)
         _, cache = layer.forward(x)
         assert len(cache[1]) == 2 and get() == before
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-6), (np.float64, 1e-13)])
+def test_compiled_adam_matches_numpy_adam(dtype, tol, rng):
+    """Adam's update runs in kernels.c once the library is loaded; five steps of it agree with
+    the NumPy update to rounding."""
+    from grukit.optimizers import Adam
+    w0 = rng.standard_normal(1000).astype(dtype)
+    grads = [rng.standard_normal(1000).astype(dtype) for _ in range(5)]
+    out = []
+    for native in (True, False):
+        with path(native):
+            assert (_native.loops(dtype) is not None) == native
+            opt, w = Adam(learning_rate=0.01), w0.copy()
+            for g in grads:
+                opt.apply(w, g.copy())
+            out.append((w, opt._slots["m"], opt._slots["v"]))
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert not np.array_equal(out[0][0], w0)

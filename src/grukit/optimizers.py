@@ -12,6 +12,8 @@ each weight's gradient on its own.
 """
 import numpy as np
 
+from . import _native
+
 from .utils import reject_unknown, resolve
 
 
@@ -100,6 +102,11 @@ class Adam(Optimizer):
         # Keras's arithmetic, in the weights' float type: alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
         alpha = dt(self.learning_rate) * np.sqrt(dt(1) - dt(self.beta_2) ** t) / (
             dt(1) - dt(self.beta_1) ** t)
+        fast = None if self.amsgrad else _native.loops(w.dtype, build=False)
+        if fast is not None and w.flags.c_contiguous:   # the same update in one compiled pass
+            consts = np.array([alpha, 1 - self.beta_1, 1 - self.beta_2, self.epsilon], w.dtype)
+            fast.adam_update((w.size,), (w, g, m, v, consts))
+            return
         tmp = getattr(self, "_scratch", None)        # not a slot: never saved
         if tmp is None or tmp.shape != w.shape or tmp.dtype != w.dtype:
             tmp = self._scratch = np.empty_like(w)

@@ -37,7 +37,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -315,8 +315,11 @@ def library():
     return _state["lib"]
 
 
-def loops(dtype):
-    """The compiled loops for float32 or float64 arrays, or None (other dtypes, or unavailable)."""
+def loops(dtype, build=True):
+    """The compiled loops for float32 or float64 arrays, or None (other dtypes, or unavailable;
+    with ``build=False``, also when nothing has loaded them yet)."""
+    if not build and not _state["loaded"]:
+        return None
     dt = np.dtype(dtype)
     if dt not in _tables:
         module = library() if dt in (np.float32, np.float64) else None

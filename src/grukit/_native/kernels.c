@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define ABI_VERSION 4
+#define ABI_VERSION 5
 #define MAX_ARGS 32
 
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3, ACT_HARD_SIGMOID = 4 };
@@ -41,6 +41,7 @@ static int blas_ilp64 = 0;
 #define SFX(name) name##_f32
 #define EXP expf
 #define TANH tanhf
+#define SQRT sqrtf
 #define SIGMOID_FLOOR (-87.0f)
 #define GEMM_PTR blas_sgemm
 #define GEMM64_T gemm64_f32_t
@@ -50,6 +51,7 @@ static int blas_ilp64 = 0;
 #undef SFX
 #undef EXP
 #undef TANH
+#undef SQRT
 #undef SIGMOID_FLOOR
 #undef GEMM_PTR
 #undef GEMM64_T
@@ -59,6 +61,7 @@ static int blas_ilp64 = 0;
 #define SFX(name) name##_f64
 #define EXP exp
 #define TANH tanh
+#define SQRT sqrt
 #define SIGMOID_FLOOR (-708.0)
 #define GEMM_PTR blas_dgemm
 #define GEMM64_T gemm64_f64_t
@@ -70,7 +73,8 @@ typedef void (*kernel_fn)(const int64_t *, void *const *);
 typedef struct {
     const char *name;
     kernel_fn f32, f64;
-    int n_ints, n_arrays, mask_arg;   /* mask_arg: the index of the (T, B) mask among the arrays */
+    int n_ints, n_arrays, mask_arg;   /* mask_arg: the index of the (T, B) mask among the arrays,
+                                         or -1 */
 } kernel_spec;
 
 static const kernel_spec KERNELS[] = {
@@ -80,6 +84,7 @@ static const kernel_spec KERNELS[] = {
     {"lstm_backward", lstm_backward_f32, lstm_backward_f64, 6, 20, 11},
     {"rnn_forward", rnn_forward_f32, rnn_forward_f64, 5, 10, 6},
     {"rnn_backward", rnn_backward_f32, rnn_backward_f64, 5, 16, 8},
+    {"adam_update", adam_update_f32, adam_update_f64, 1, 5, -1},
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
 

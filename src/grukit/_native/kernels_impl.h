@@ -600,6 +600,25 @@ SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Adam's update of a flat parameter vector, in one pass (optimizers.Adam has the same in NumPy):
+ *   m += (g - m) c1;  v += (g^2 - v) c2;  w -= alpha m / (sqrt(v) + eps)
+ * I: n.  P: w, g, m, v, s = (alpha, c1, c2, eps) */
+static void SFX(adam_update)(const int64_t *I, void *const *P)
+{
+    const int64_t n = I[0];
+    REAL *restrict w = P[0], *restrict m = P[2], *restrict v = P[3];
+    const REAL *restrict g = P[1], *s = P[4];
+    const REAL alpha = s[0], c1 = s[1], c2 = s[2], eps = s[3];
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        REAL mi = m[i] + (g[i] - m[i]) * c1, vi = v[i] + (g[i] * g[i] - v[i]) * c2;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= mi * alpha / (SQRT(vi) + eps);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* The entry points: a batch of one gets its own copy of each loop, compiled with B = 1, where a
  * step's rows are contiguous and the compiler vectorises across them. */
 #define SFX_ENTRY(name)                                                                      \
