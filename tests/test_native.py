@@ -308,3 +308,23 @@ def test_compiled_adam_matches_numpy_adam(dtype, tol, rng):
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
     assert not np.array_equal(out[0][0], w0)
+
+
+def test_damaged_cached_library_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRUKIT_CACHE_DIR", str(tmp_path))
+    _native._reset()
+    try:
+        path, _ = _native._build(_native._compiler())   # built, not loaded by this process
+        with open(path, "wb") as f:
+            f.write(b"not a shared library")
+        info = _native.info()
+        assert info["enabled"] and info["compile_seconds"] > 0, info
+    finally:
+        _native._reset()
+
+
+def test_unwritable_cache_folder_falls_back_to_a_temporary_one(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("GRUKIT_CACHE_DIR", str(blocked / "cache"))   # under a file: impossible
+    assert _native._writable_cache() != str(blocked / "cache")

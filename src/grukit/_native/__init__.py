@@ -90,9 +90,26 @@ def _cpu_key():
     return "\n".join(parts)
 
 
-def _build(cc):
+def _writable_cache():
+    """The cache folder, created if need be; a private temporary one when it cannot be written."""
+    for d in (_cache_dir(), os.path.join(tempfile.gettempdir(), f"grukit-{os.getuid()}")
+              if hasattr(os, "getuid") else None):
+        if d is None:
+            continue
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(d, os.W_OK):
+            return d
+    raise OSError(f"no writable folder for the compiled loops (tried {_cache_dir()}; set "
+                  "GRUKIT_CACHE_DIR)")
+
+
+def _build(cc, rebuild=False):
     """Compile kernels.c into the cache (once per source version and machine); return its path
-    and the seconds spent compiling (0.0 when the cached library was there)."""
+    and the seconds spent compiling (0.0 when the cached library was there). ``rebuild``
+    replaces a cached library that would not load."""
     h = hashlib.sha256()
     for name in _SOURCES:
         with open(os.path.join(_HERE, name), "rb") as f:
@@ -101,11 +118,10 @@ def _build(cc):
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     h.update(" ".join([cc, include, suffix] + _COMPILE_FLAGS + _LINK_LIBS).encode())
     h.update(_cpu_key().encode())
-    cache = _cache_dir()
+    cache = _writable_cache()
     path = os.path.join(cache, f"{_MODULE}_{h.hexdigest()[:20]}{suffix}")
-    if os.path.exists(path):
+    if os.path.exists(path) and not rebuild:
         return path, 0.0
-    os.makedirs(cache, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         obj, lib = os.path.join(tmp, "kernels.o"), os.path.join(tmp, "kernels.so")
@@ -265,6 +281,16 @@ def _self_check(module):
                           f"expected {want}")
 
 
+def _import(path):
+    loader = importlib.machinery.ExtensionFileLoader(_MODULE, path)
+    spec = importlib.util.spec_from_file_location(_MODULE, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    if module.abi_version() != _ABI_VERSION:
+        raise ImportError(f"{path} has ABI {module.abi_version()}, expected {_ABI_VERSION}")
+    return module
+
+
 def _load():
     mode = _mode()
     if mode == "off":
@@ -279,12 +305,14 @@ def _load():
     blas_lib, (sgemm, dgemm), ilp64, blas_name = found
     path, seconds = _build(cc)
     t0 = time.perf_counter()
-    loader = importlib.machinery.ExtensionFileLoader(_MODULE, path)
-    spec = importlib.util.spec_from_file_location(_MODULE, path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    if module.abi_version() != _ABI_VERSION:
-        raise OSError(f"{path} has ABI {module.abi_version()}, expected {_ABI_VERSION}")
+    try:
+        module = _import(path)
+    except (ImportError, OSError):
+        if seconds:   # built just now: nothing to retry
+            raise
+        path, seconds = _build(cc, rebuild=True)   # a damaged cached file: build it again
+        t0 = time.perf_counter()
+        module = _import(path)
     module.set_blas(sgemm, dgemm, ilp64)
     _self_check(module)
     _state.update(lib=module, path=path, compile_seconds=seconds, blas=blas_name,
