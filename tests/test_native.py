@@ -279,6 +279,9 @@ def test_split_only_with_two_blas_threads():
     get = _native._state["threads"][0]
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
         assert _native.batch_parts(64) == [(0, 64)]
+    if (os.cpu_count() or 1) < 2:
+        assert _native.batch_parts(64) == [(0, 64)]
+        return
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = get()
         assert _native.batch_parts(64) == [(0, 32), (32, 64)]
@@ -328,3 +331,147 @@ def test_unwritable_cache_folder_falls_back_to_a_temporary_one(monkeypatch, tmp_
     blocked.write_text("")
     monkeypatch.setenv("GRUKIT_CACHE_DIR", str(blocked / "cache"))   # under a file: impossible
     assert _native._writable_cache() != str(blocked / "cache")
+
+
+# ---- found in review: each of these failed once ---------------------------------------------
+def test_own_activation_runs_its_own_function(float64, rng):
+    """A subclass of a built-in activation keeps its own f and df (the NumPy loop runs it)."""
+    from grukit import activations
+
+    class DoubleTanh(activations.Tanh):
+        def f(self, x, out=None):
+            return np.multiply(np.tanh(x), 2.0, out=out)
+
+        def df(self, y):
+            return 2.0 * (1.0 - (y / 2.0) ** 2)
+    layer = SimpleRNN(3, activation=DoubleTanh())
+    x = rng.standard_normal((3, 5, 2))
+    layer(x)
+    y, cache = layer.forward(x)
+    assert cache[6] is None
+    U, W, b = layer.params["recurrent_kernel"], layer.params["kernel"], layer.params["bias"]
+    h = np.zeros((3, 3))
+    for t in range(5):
+        h = 2.0 * np.tanh(x[:, t] @ W + h @ U + b)
+    np.testing.assert_allclose(y, h, rtol=1e-12, atol=1e-12)
+
+
+def test_float64_dropout_masks_on_a_float32_layer(rng):
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    masks = ((rng.random((4, 3)) > 0.5) * 2.0, (rng.random((4, 6)) > 0.5) * 2.0)   # float64
+    a, b = run_both(lambda **kw: GRU(6, **kw), x, rng, dropout_masks=masks)
+    assert_same(a, b, 2e-5)
+    layer = GRU(6)
+    layer(x)
+    with pytest.raises(ValueError, match="recurrent dropout mask must have shape"):
+        layer.forward(x, dropout_masks=(None, np.ones((1, 6))))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_wrong_gradient_shapes_are_refused(native, rng):
+    """A dy that NumPy would broadcast must not reach the kernels (they would read past it)."""
+    with path(native):
+        layer = GRU(4, return_sequences=True, return_state=True)
+        x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+        layer(x)
+        y, cache = layer.forward(x)
+        with pytest.raises(ValueError, match="output gradient must have the output's shape"):
+            layer.backward([np.ones((2, 6, 1)), np.ones((2, 4))], cache)
+        with pytest.raises(ValueError, match="final state's gradient"):
+            layer.backward([np.ones((2, 6, 4)), np.ones((1, 4))], cache)
+
+
+def test_nan_weights_give_nan_outputs(float64):
+    """fast-math must not hide a diverged model: NaN in, NaN out, as in the NumPy loop."""
+    for make in (lambda: GRU(2), lambda: LSTM(2), lambda: SimpleRNN(2, activation="relu")):
+        for B in (1, 3, 11):
+            layer = make()
+            x = np.ones((B, 4, 2))
+            layer(x)
+            layer.params["kernel"][0, 0] = np.nan
+            assert np.isnan(layer(x)).all()
+
+
+def test_a_forked_child_can_split_batches():
+    """After a split run, a forked child (multiprocessing's default on Linux) must not wait for a
+    worker thread that only the parent has."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    import signal
+    layer = GRU(4)
+    x = np.zeros((16, 3, 2), np.float32)
+    layer(x)
+    forced = [(0, 8), (8, 16)]
+    parts = _native.batch_parts
+    _native.batch_parts = lambda B: forced if B == 16 else [(0, B)]
+    try:
+        layer(x)                                  # the parent has a worker thread now
+        pid = os.fork()
+        if pid == 0:                              # the child: succeed within 20 s or be killed
+            signal.alarm(20)
+            try:
+                layer(x)
+                os._exit(0)
+            except BaseException:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        _native.batch_parts = parts
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_callers_gradient_is_not_modified(rng):
+    layer = GRU(3, return_sequences=True, zero_output_for_mask=True)
+    x = rng.standard_normal((1, 4, 2)).astype(np.float32)
+    layer(x)
+    mask = np.array([[True, True, False, True]])
+    _, cache = layer.forward(x, mask=mask)
+    dy = np.ones((1, 4, 3), np.float32)
+    layer.backward(dy, cache)
+    assert (dy == 1).all()
+
+
+def test_first_cache_survives_a_second_forward(float64, rng):
+    """A bare layer never reuses buffers unless release() is called: backward on an older cache
+    is exact."""
+    layer = LSTM(3, return_sequences=True)
+    x1, x2 = rng.standard_normal((2, 5, 2)), rng.standard_normal((2, 5, 2))
+    layer(x1)
+    _, c1 = layer.forward(x1)
+    dy = rng.standard_normal((2, 5, 3))
+    want = layer.backward(dy, layer.forward(x1)[1])[1]
+    layer.forward(x2)
+    got = layer.backward(dy, c1)[1]
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 2, 4), (3, 5, 1, 1), (17, 3, 1, 1), (16, 2, 3, 5)])
+def test_paths_agree_at_edge_shapes(shape, float64, rng):
+    """T = 1, units = 1, one input feature, and batches at the two-half threshold (real
+    batch_parts: halves when BLAS has two threads)."""
+    B, T, D, u = shape
+    x = rng.standard_normal((B, T, D))
+    for make in (lambda **kw: GRU(u, **kw), lambda **kw: GRU(u, reset_after=False, **kw),
+                 lambda **kw: LSTM(u, **kw), lambda **kw: SimpleRNN(u, **kw)):
+        a, b = run_both(make, x, rng, return_sequences=True, return_state=True)
+        assert_same(a, b, 1e-11)
+
+
+def test_bidirectional_and_first_layer_gradients_agree(float64, rng):
+    from grukit.layers import Bidirectional
+    x = rng.standard_normal((17, 4, 3))
+    y = rng.standard_normal((17, 2))
+    grads = []
+    for native in (True, False):
+        with path(native):
+            model = Sequential([Bidirectional(GRU(3, return_sequences=True), input_shape=(4, 3)),
+                                LSTM(2)])
+            model.compile("sgd", "mse")
+            if not grads:
+                weights = model.get_weights()
+            model.set_weights(weights)
+            model.train_on_batch(x, y)                      # first layer: no input gradient
+            grads.append(model.get_weights())
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)

@@ -35,13 +35,25 @@ import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("kernels.c", "kernels_impl.h")
-_COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-std=c99"]
+# fast-math for vectorised reductions and libm calls, but not its finite-math assumption: NaNs
+# must come out as they do from NumPy (kernels.c declares the vector exp/tanh itself)
+_COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC",
+                  "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
 _ABI_VERSION = 5
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
 ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 4}
+
+
+def activation_code(act):
+    """kernels.c's code for a built-in activation, or None: a user's own Activation (a subclass
+    of a built-in one included) runs its own f and df on the NumPy loop."""
+    from .. import activations
+    name = getattr(act, "name", None)
+    builtin = activations._REGISTRY.get(name) if name in ACTIVATIONS else None
+    return ACTIVATIONS[name] if builtin is not None and type(act) is type(builtin) else None
 
 _lock = threading.Lock()
 _state = {"loaded": False, "lib": None, "reason": "not loaded yet", "path": None,
@@ -217,16 +229,18 @@ def batch_parts(B):
 
 def run_parts(calls):
     """Run the calls (one per part of the batch) and return their results in order: one call
-    here; two at once, the second on a worker thread, with BLAS held to one thread meanwhile."""
+    here; two at once, the second on a worker thread, with BLAS held to one thread meanwhile
+    (when grukit can set BLAS's threads; a thread count set elsewhere meanwhile is undone)."""
     if len(calls) == 1:
         return [calls[0]()]
     from concurrent.futures import ThreadPoolExecutor
-    get, put = _state["threads"]
+    controls = _state.get("threads")
     with _split_lock:   # one split at a time: BLAS's thread count is process-wide
         if not _worker:
             _worker.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="grukit"))
-        before = get()
-        put(1)
+        before = controls[0]() if controls else None
+        if controls:
+            controls[1](1)
         try:
             future = _worker[0].submit(calls[1])
             try:
@@ -234,8 +248,20 @@ def run_parts(calls):
             finally:
                 second = future.result()   # wait for the worker even if the first half failed
         finally:
-            put(before)
+            if controls:
+                controls[1](before)
     return [first, second]
+
+
+def _after_fork_in_child():
+    """A forked child has the parent's executor but not its thread: start afresh."""
+    global _split_lock
+    _worker.clear()
+    _split_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Loops:
@@ -279,6 +305,24 @@ def _self_check(module):
         if not np.allclose(S[1, :, 0], want, rtol=1e-5, atol=1e-6):
             raise OSError(f"self-check failed in {np.dtype(dt)}: got {S[1, :, 0]}, "
                           f"expected {want}")
+        # nine sequences: the products go through BLAS (a wrong integer width would show here)
+        B, D = 9, 3
+        x = np.linspace(-1, 1, B * D).astype(dt).reshape(B, D)       # T = 1: (T*B, D)
+        W3 = np.linspace(-0.5, 0.5, D * G).astype(dt).reshape(D, G)
+        S = np.zeros((u, 2, B), dt)
+        S[:, 0, :] = np.linspace(-0.3, 0.3, u * B).reshape(u, B)
+        xp, a, scratch = np.empty((G, B), dt), np.empty((1, G, B), dt), np.empty((G, B), dt)
+        hu = np.empty((u, 1, B), dt)
+        loops.gru_forward((1, B, u, 1, 0, 0, D),
+                          (U, None, xp, S, a, hu, None, scratch, None, None, None, x, W3, None))
+        h = S[:, 0, :].astype(np.float64)
+        pre = U.astype(np.float64).T @ h
+        xw = (x.astype(np.float64) @ W3.astype(np.float64)).T
+        z, r = xw[:2] + pre[:2], xw[2:4] + pre[2:4]
+        hh = xw[4:] + r * pre[4:]
+        want = hh + z * (h - hh)
+        if not np.allclose(S[:, 1, :], want, rtol=1e-5, atol=1e-6):
+            raise OSError(f"self-check through BLAS failed in {np.dtype(dt)}")
 
 
 def _import(path):

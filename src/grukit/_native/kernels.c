@@ -19,6 +19,20 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Vector exp and tanh. glibc's libmvec has them, but math.h declares them only under
+ * -ffast-math's finite-math assumption, which would let the compiler drop NaNs (a diverged
+ * model must show NaN, as the NumPy loop does); this file is built with -fno-finite-math-only
+ * and declares them itself. */
+#if defined(__GLIBC__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__FAST_MATH__)
+#define VECTOR_MATH __attribute__((__simd__("notinbranch")))
+float expf(float) VECTOR_MATH;
+double exp(double) VECTOR_MATH;
+#if __GLIBC_PREREQ(2, 35)
+float tanhf(float) VECTOR_MATH;
+double tanh(double) VECTOR_MATH;
+#endif
+#endif
+
 #define ABI_VERSION 5
 #define MAX_ARGS 32
 

@@ -106,14 +106,14 @@ static void SFX(act)(int code, REAL *restrict y, int64_t n)
     case ACT_TANH:
         for (i = 0; i < n; i++) y[i] = TANH(y[i]);
         break;
-    case ACT_SIGMOID:
+    case ACT_SIGMOID:   /* the comparisons are written so that a NaN passes through */
         for (i = 0; i < n; i++) {
-            REAL v = y[i] > SIGMOID_FLOOR ? y[i] : SIGMOID_FLOOR;
+            REAL v = y[i] < SIGMOID_FLOOR ? SIGMOID_FLOOR : y[i];
             y[i] = (REAL)1 / ((REAL)1 + EXP(-v));
         }
         break;
     case ACT_RELU:
-        for (i = 0; i < n; i++) y[i] = y[i] > 0 ? y[i] : 0;
+        for (i = 0; i < n; i++) y[i] = y[i] < 0 ? 0 : y[i];
         break;
     case ACT_HARD_SIGMOID:
         for (i = 0; i < n; i++) {

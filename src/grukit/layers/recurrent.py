@@ -145,14 +145,15 @@ class Cell:
     def native_loops(self, dtype):
         """kernels.c's loops for ``dtype``, or None: compiled path off or unavailable, a dtype
         other than float32/float64, or an activation that kernels.c does not have."""
-        if (self.activation.name not in _native.ACTIVATIONS
-                or self.recurrent_activation.name not in _native.ACTIVATIONS):
+        codes = (_native.activation_code(self.activation),
+                 _native.activation_code(self.recurrent_activation))
+        if None in codes:
             return None
+        self._codes = codes
         return _native.loops(dtype)
 
     def native_codes(self):
-        return (_native.ACTIVATIONS[self.activation.name],
-                _native.ACTIVATIONS[self.recurrent_activation.name])
+        return self._codes
 
     def native_buffers(self, x_in, keep, carried_rows, ws, alloc):
         """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (the bias's shape)
@@ -337,6 +338,12 @@ class Recurrent(Layer):
         if dropout_masks is None and training and (self.dropout or self.recurrent_dropout):
             dropout_masks = self.dropout_masks(B, D, dt)
         din, drec = dropout_masks if dropout_masks is not None else (None, None)
+        for name, m, shape in (("input", din, (B, D)), ("recurrent", drec, (B, u))):
+            if m is not None and np.shape(m) != shape:
+                raise ValueError(f"{self.name}: the {name} dropout mask must have shape {shape}, "
+                                 f"got {np.shape(m)}.")
+        din = None if din is None else np.asarray(din, dt)
+        drec = None if drec is None else np.asarray(drec, dt)
         x_in = x_tm if din is None else x_tm * din
         init = self._initial_states(initial_state, B)
         keep = None
@@ -486,14 +493,23 @@ class Recurrent(Layer):
             dy, *dfinal = dy
         else:
             dfinal = [None] * cell.n_states
-        dS = [np.zeros((self.units, B), x_in.dtype) for _ in range(cell.n_states)]
+        u = self.units
+        want = (B, T, u) if self.return_sequences else (B, u)
+        if np.shape(dy) != want:
+            raise ValueError(f"{self.name}: the output gradient must have the output's shape "
+                             f"{want}, got {np.shape(dy)}.")
+        for d in dfinal:
+            if d is not None and np.shape(d) != (B, u):
+                raise ValueError(f"{self.name}: a final state's gradient must have shape "
+                                 f"{(B, u)}, got {np.shape(d)}.")
+        dS = [np.zeros((u, B), x_in.dtype) for _ in range(cell.n_states)]
         for k, d in enumerate(dfinal):
             if d is not None:
                 dS[k] += d.T
         if self.return_sequences:
             dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0), dtype=x_in.dtype)  # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
-                dy_tm *= m_tm
+                dy_tm = dy_tm * m_tm          # a new array: dy_tm may be a view of the caller's
         else:
             dS[0] += dy.T
             dy_tm = None
