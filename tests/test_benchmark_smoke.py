@@ -32,3 +32,14 @@ def test_quick_benchmark_writes_every_workload(tmp_path):
                     assert diff < 1e-3, (name, cell, peer, diff)
     assert (out / "results.md").read_text().startswith("**Machine:**")
     assert "| workload | cell | op | grukit |" in proc.stdout
+
+
+def test_seed_fit_script_runs():
+    """benchmarks/seed_fit.py (the seed's model.fit in grukit and Keras), two epochs, one round."""
+    script = os.path.join(os.path.dirname(BENCH), "seed_fit.py")
+    proc = subprocess.run([sys.executable, script, "--epochs", "2", "--rounds", "1",
+                           "--backends", "torch"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.split()[:1] == ["grukit"] for line in lines), proc.stdout
+    assert any("keras-torch" in line and "faster" in line for line in lines), proc.stdout
