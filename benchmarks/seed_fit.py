@@ -85,7 +85,8 @@ def main():
     print(f"model.fit(epochs={args.epochs}) on the seed's model, median of {args.rounds}:")
     for side, ts in times.items():
         m = float(np.median(ts))
-        ratio = "" if side == "grukit" else f"   grukit {m / g:.0f}x faster"
+        ratio = ("" if side == "grukit" else f"   grukit {m / g:.1f}x faster" if m >= g
+                 else f"   {side} {g / m:.1f}x faster")
         print(f"  {side:18s} {m * 1e3:9.1f} ms{ratio}")
 
 
