@@ -143,11 +143,12 @@ def test_numpy_loop_gradients(cell, float64, rng):
 
 
 def test_activation_without_kernel_takes_numpy_loop(rng):
-    layer = GRU(3, activation="elu")
-    x = rng.standard_normal((2, 4, 2)).astype(np.float32)
-    layer(x)
-    y, cache = layer.forward(x)
-    assert cache[6] is None and _native.enabled()
+    with path(True):
+        layer = GRU(3, activation="elu")
+        x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+        layer(x)
+        y, cache = layer.forward(x)
+        assert cache[6] is None and _native.enabled()
 
 
 def test_off_and_required(monkeypatch, tmp_path):
@@ -171,6 +172,7 @@ def test_off_and_required(monkeypatch, tmp_path):
 def test_build_is_cached(monkeypatch, tmp_path):
     """The first use compiles into the cache folder; the next process (here: after a reset)
     loads that file without compiling."""
+    monkeypatch.setenv("GRUKIT_NATIVE", "1")
     monkeypatch.setenv("GRUKIT_CACHE_DIR", str(tmp_path))
     _native._reset()
     try:
@@ -188,6 +190,11 @@ def test_build_is_cached(monkeypatch, tmp_path):
 def test_released_buffers_never_show_in_outputs(rng):
     """Sequential hands each spent cache back; the next call reuses its buffers. Outputs are
     copies, so what a caller got from an earlier call must not change."""
+    with path(True):
+        _released_buffers_never_show_in_outputs(rng)
+
+
+def _released_buffers_never_show_in_outputs(rng):
     model = Sequential([GRU(5, return_sequences=True, input_shape=(6, 2)), LSTM(3)])
     model.compile("adam", "mse")
     x1 = rng.standard_normal((4, 6, 2)).astype(np.float32)
@@ -314,6 +321,7 @@ def test_compiled_adam_matches_numpy_adam(dtype, tol, rng):
 
 
 def test_damaged_cached_library_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRUKIT_NATIVE", "1")
     monkeypatch.setenv("GRUKIT_CACHE_DIR", str(tmp_path))
     _native._reset()
     try:
