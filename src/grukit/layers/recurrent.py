@@ -486,6 +486,7 @@ class Recurrent(Layer):
     def backward_states(self, dy, cache, input_grad=True):
         """As :meth:`backward`, plus the gradients with respect to the initial states
         (dx is None when ``input_grad`` is False)."""
+        # the compiled loop's cache holds its batch parts where the NumPy loop's holds xp
         x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
         T, B, D = x_in.shape
