@@ -40,7 +40,7 @@ _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC",
                   "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -291,7 +291,7 @@ def _self_check(module):
         W = np.linspace(-1, 1, G).astype(dt).reshape(1, G)         # D = 1, x = 1: xp = W
         S = np.zeros((2, u, 1), dt)                                 # T = B = 1: time-major
         S[0, :, 0] = [0.5, -0.25]
-        xp, a, scratch = np.empty((1, G), dt), np.empty((1, G, 1), dt), np.empty((G, 1), dt)
+        xp, a, scratch = np.empty((1, G), dt), np.empty((G, 1), dt), np.empty((G, 1), dt)
         hu = np.empty((1, u, 1), dt)
         loops.gru_forward((1, 1, u, 1, 0, 0, 1),
                           (U, None, xp, S, a, hu, None, scratch, None, None, None,
@@ -311,7 +311,7 @@ def _self_check(module):
         W3 = np.linspace(-0.5, 0.5, D * G).astype(dt).reshape(D, G)
         S = np.zeros((u, 2, B), dt)
         S[:, 0, :] = np.linspace(-0.3, 0.3, u * B).reshape(u, B)
-        xp, a, scratch = np.empty((G, B), dt), np.empty((1, G, B), dt), np.empty((G, B), dt)
+        xp, a, scratch = np.empty((G, B), dt), np.empty((G, B), dt), np.empty((G, B), dt)
         hu = np.empty((u, 1, B), dt)
         loops.gru_forward((1, B, u, 1, 0, 0, D),
                           (U, None, xp, S, a, hu, None, scratch, None, None, None, x, W3, None))

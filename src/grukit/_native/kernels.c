@@ -33,7 +33,7 @@ double tanh(double) VECTOR_MATH;
 #endif
 #endif
 
-#define ABI_VERSION 5
+#define ABI_VERSION 6
 #define MAX_ARGS 32
 
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3, ACT_HARD_SIGMOID = 4 };

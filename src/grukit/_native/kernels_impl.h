@@ -2,7 +2,10 @@
  *
  * Every kernel takes (I, P): its integer arguments and its buffers, in the order its comment
  * gives. u units, G gate rows, T steps, B sequences, D input features. Layouts (row-major):
- *   per step, contiguous:   a (T, G, B) gate values; tc (T, u, B); dy (T, u, B) or NULL;
+ *   per step, contiguous:   a (G, B): one step's gate values (GRU and LSTM keep every step's
+ *                           gates in xp's slot for the step, whose x_t they no longer need, so
+ *                           xp holds x W + b, then the gates, then dL/dxp); tc (T, u, B);
+ *                           dy (T, u, B) or NULL;
  *                           keep (T, B), 1 where a step is valid, or NULL; dh, dc, d, tmp (., B)
  *   spanning all steps:     xp (G rows) projected inputs, overwritten going back by dL/dxp;
  *                           S (u rows, T+1 steps) states, step 0 the initial one; hu, rh, hd
@@ -210,6 +213,17 @@ static void SFX(put_rows)(const REAL *src, REAL *dst, int64_t ld, int64_t rows, 
     for (j = 0; j < rows; j++) memcpy(dst + j * ld, src + j * B, (size_t)B * sizeof(REAL));
 }
 
+/* dst (rows, B) contiguous <- src (rows, B) with row stride ld */
+static void SFX(get_rows)(const REAL *src, int64_t ld, REAL *dst, int64_t rows, int64_t B)
+{
+    int64_t j;
+    if (ld == B) {
+        memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
+        return;
+    }
+    for (j = 0; j < rows; j++) memcpy(dst + j * B, src + j * ld, (size_t)B * sizeof(REAL));
+}
+
 /* A matrix (rows, cols) at p, element (i, k) at p[i * r + k * c], with r or c equal to 1. */
 typedef struct {
     const REAL *p;
@@ -312,7 +326,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     SFX(project)(T, B, I[6], G, P[11], P[12], P[13], b2, 2 * u, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
-        REAL *h_new = S + (t + 1) * ss.step, *a_t = a + t * G * B;
+        REAL *h_new = S + (t + 1) * ss.step, *a_t = a;
         REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
@@ -346,6 +360,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
                 h_new[j * ss.row + b] = c + z[i] * (hv - c);
             }
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
+        SFX(put_rows)(a_t, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
 }
 
@@ -358,7 +373,8 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], D = I[3], G = 3 * u, n = u * B, TB = T * B;
     const int reset_after = (int)I[4], act = (int)I[5], ract = (int)I[6];
-    const REAL *U = P[0], *W = P[1], *S = P[3], *a = P[4], *rh = P[6], *rmask = P[10];
+    const REAL *U = P[0], *W = P[1], *S = P[3], *rh = P[6], *rmask = P[10];
+    REAL *a = P[4];
     const REAL *hd = P[11], *dy = P[13], *x = P[15];
     REAL *dxp = P[2], *hu = P[5], *d = P[7], *tmp = P[8], *carried = P[9], *dh = P[14];
     REAL *dx = P[16], *dW = P[17], *dU = P[18], *db = P[19];
@@ -374,8 +390,9 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     int64_t t, i, j, b;
     REAL *dz = d, *dr = d + n, *dc = d + 2 * n;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *h = S + t * ss.step, *a_t = a + t * G * B, *h_in = H_in + t * is.step;
+        const REAL *h = S + t * ss.step, *a_t = a, *h_in = H_in + t * is.step;
         const REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
+        SFX(get_rows)(dxp + t * xs.step, xs.row, a, G, B);     /* this step's gates */
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) SFX(split_masked)(keep + t * B, dh, carried, u, B);
         /* candidate and update gate */
@@ -454,7 +471,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     for (t = 0; t < T; t++) {
         const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step;
-        REAL *a_t = a + t * G * B, *tc_t = tc + t * n;
+        REAL *a_t = a, *tc_t = tc + t * n;
         REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
@@ -477,6 +494,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
             SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
             SFX(hold_masked)(keep + t * B, c, c_new, ss.row, u, B);
         }
+        SFX(put_rows)(a_t, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
 }
 
@@ -489,7 +507,8 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], D = I[3], G = 4 * u, n = u * B, TB = T * B;
     const int act = (int)I[4], ract = (int)I[5];
-    const REAL *U = P[0], *W = P[1], *Sc = P[3], *Sh = P[4], *a = P[5], *tc = P[6];
+    const REAL *U = P[0], *W = P[1], *Sc = P[3], *Sh = P[4], *tc = P[6];
+    REAL *a = P[5];
     const REAL *rmask = P[9], *hd = P[10], *dy = P[12], *x = P[15];
     REAL *dxp = P[2], *d = P[7], *carried = P[8], *dh = P[13], *dc = P[14], *dx = P[16];
     REAL *dW = P[17], *dU = P[18], *db = P[19];
@@ -502,8 +521,9 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     REAL *di = d, *df = d + n, *dg = d + 2 * n, *dO = d + 3 * n;
     int64_t t, i, j, b;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *c = Sc + t * ss.step, *a_t = a + t * G * B, *tc_t = tc + t * n;
+        const REAL *c = Sc + t * ss.step, *a_t = a, *tc_t = tc + t * n;
         const REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
+        SFX(get_rows)(dxp + t * xs.step, xs.row, a, G, B);     /* this step's gates */
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) {
             SFX(split_masked)(keep + t * B, dh, carried, u, B);

@@ -142,7 +142,7 @@ class GRUCell(Cell):
 
     def native_workspace(self, T, B, dt, alloc):
         u = self.units
-        ws = {"a": alloc((T, 3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}
+        ws = {"a": alloc((3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}   # one step's
         if self.reset_after:
             ws["hu"] = alloc(self.span_shape(u, T, B), dt)   # h Uh + bh'; going back, dL/d of it
         else:
@@ -194,7 +194,7 @@ class GRUCell(Cell):
         grads["recurrent_kernel"] = dU
 
     def trace(self, S, ws):
-        u, a = self.units, ws["a"]
+        u, a = self.units, ws.get("gates", ws["a"])   # compiled loop: the gates kept in xp
         return {"z": a[:, :u], "r": a[:, u:2 * u], "candidate": a[:, 2 * u:], "h": S[0][1:]}
 
 

@@ -49,7 +49,7 @@ class LSTMCell(Cell):
 
     def native_workspace(self, T, B, dt, alloc):
         u = self.units
-        return {"a": alloc((T, 4 * u, B), dt), "tc": alloc((T, u, B), dt), "keras_order": True}
+        return {"a": alloc((4 * u, B), dt), "tc": alloc((T, u, B), dt), "keras_order": True}
 
     # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
     def forward_native(self, fast, x_in, xp, Sn, ws, keep):
@@ -127,7 +127,7 @@ class LSTMCell(Cell):
         grads["recurrent_kernel"] = (self.feature_major(self.rec_inputs(S, ws, T)) @ ws["dxp2"])
 
     def trace(self, S, ws):
-        u, a = self.units, ws["a"]
+        u, a = self.units, ws.get("gates", ws["a"])   # compiled loop: the gates kept in xp
         g, o = (2, 3) if ws.get("keras_order") else (3, 2)   # compiled loop / NumPy loop
         return {"i": a[:, :u], "f": a[:, u:2 * u], "g": a[:, g * u:(g + 1) * u],
                 "c": S[1][1:], "o": a[:, o * u:(o + 1) * u], "h": S[0][1:]}

@@ -421,6 +421,8 @@ class Recurrent(Layer):
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
         cell.forward_native(fast, x_in, xp, Sn, ws, keep)
+        # the GRU and LSTM loops leave each step's gates in xp: a (T, G, B) view of them
+        ws["gates"] = xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1 else xp.reshape(T, G, 1)
         return {"x": x_in, "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
