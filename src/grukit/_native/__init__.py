@@ -392,6 +392,9 @@ def loops(dtype, build=True):
     with ``build=False``, also when nothing has loaded them yet)."""
     if not build and not _state["loaded"]:
         return None
+    table = _tables.get(dtype)
+    if table is not None:
+        return table
     dt = np.dtype(dtype)
     if dt not in _tables:
         module = library() if dt in (np.float32, np.float64) else None

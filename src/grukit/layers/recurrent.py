@@ -145,11 +145,12 @@ class Cell:
     def native_loops(self, dtype):
         """kernels.c's loops for ``dtype``, or None: compiled path off or unavailable, a dtype
         other than float32/float64, or an activation that kernels.c does not have."""
-        codes = (_native.activation_code(self.activation),
-                 _native.activation_code(self.recurrent_activation))
+        codes = self.__dict__.get("_codes")
+        if codes is None:   # the activations are fixed at construction: look them up once
+            codes = self._codes = (_native.activation_code(self.activation),
+                                   _native.activation_code(self.recurrent_activation))
         if None in codes:
             return None
-        self._codes = codes
         return _native.loops(dtype)
 
     def native_codes(self):
@@ -376,6 +377,14 @@ class Recurrent(Layer):
         T, B, _ = x_in.shape
         bounds = _native.batch_parts(B)
         split = len(bounds) > 1
+        if not split:   # the common case, without the machinery below
+            part = self._forward_part(fast, x_in, keep, drec,
+                                      None if init is None else [np.asarray(s) for s in init])
+            part["b"] = (0, B)
+            if self.stateful:
+                self.states = [s[-1].T.copy() for s in part["S"]]
+            return self._outputs(part["S"], m_tm), (x_in, [part], None, None, m_tm, din, fast,
+                                                    keep)
 
         def run(b0, b1):
             def cut(a, axis):   # this part's slice of a batch axis, contiguous
@@ -533,6 +542,11 @@ class Recurrent(Layer):
         """The compiled backward of each part of the batch (two at once when it was split);
         returns dL/dx (T, B, D) or None, the weight gradients, dL/d(initial states) (u, B)."""
         cell, split = self.cell, len(parts) > 1
+        if not split:
+            p = parts[0]
+            dx = np.empty(p["x"].shape, p["x"].dtype) if input_grad else None
+            return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
+                                            self._alloc), dS
 
         def run(p):
             b0, b1 = p["b"]
