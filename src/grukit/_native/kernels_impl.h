@@ -39,53 +39,25 @@ static inline SFX(strides) SFX(span)(int64_t rows, int64_t steps, int64_t B)
  * than the arithmetic there, so these two are written out. alpha = 1; beta is 0 or 1. */
 #define SMALL_N 8
 
-/* C (M, N) = A^T B + beta C, A (K, M), B (K, N): every column of C as sum_k A[k, :] B[k, b],
- * with 4, then 1, vectors of C's rows held in registers over all of k */
-typedef REAL SFX(vec) __attribute__((vector_size(64)));
-
+/* C (M, N) = A^T B + beta C, A (K, M), B (K, N): every column of C as sum_k A[k, :] B[k, b] */
 static void SFX(small_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
                           const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *acc)
 {
-    const int64_t VL = (int64_t)(sizeof(SFX(vec)) / sizeof(REAL));
     int64_t b, k, m;
     for (b = 0; b < N; b++) {
-        for (m = 0; m + 4 * VL <= M; m += 4 * VL) {
-            SFX(vec) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, v;
-            for (k = 0; k < K; k++) {
-                const REAL *ak = A + k * lda + m;
-                REAL hk = B[k * ldb + b];
-                memcpy(&v, ak, sizeof v);
-                c0 += v * hk;
-                memcpy(&v, ak + VL, sizeof v);
-                c1 += v * hk;
-                memcpy(&v, ak + 2 * VL, sizeof v);
-                c2 += v * hk;
-                memcpy(&v, ak + 3 * VL, sizeof v);
-                c3 += v * hk;
-            }
-            memcpy(acc + m, &c0, sizeof c0);
-            memcpy(acc + m + VL, &c1, sizeof c1);
-            memcpy(acc + m + 2 * VL, &c2, sizeof c2);
-            memcpy(acc + m + 3 * VL, &c3, sizeof c3);
+        for (m = 0; m < M; m++) acc[m] = beta != 0 ? C[m * ldc + b] : 0;
+        for (k = 0; k + 4 <= K; k += 4) {
+            const REAL *a0 = A + k * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+            REAL h0 = B[k * ldb + b], h1 = B[(k + 1) * ldb + b], h2 = B[(k + 2) * ldb + b],
+                 h3 = B[(k + 3) * ldb + b];
+            for (m = 0; m < M; m++) acc[m] += a0[m] * h0 + a1[m] * h1 + a2[m] * h2 + a3[m] * h3;
         }
-        for (; m + VL <= M; m += VL) {
-            SFX(vec) c0 = {0}, v;
-            for (k = 0; k < K; k++) {
-                memcpy(&v, A + k * lda + m, sizeof v);
-                c0 += v * B[k * ldb + b];
-            }
-            memcpy(acc + m, &c0, sizeof c0);
+        for (; k < K; k++) {
+            const REAL *a0 = A + k * lda;
+            REAL h0 = B[k * ldb + b];
+            for (m = 0; m < M; m++) acc[m] += a0[m] * h0;
         }
-        if (m < M) {   /* the rows left over */
-            int64_t m0 = m;
-            for (m = m0; m < M; m++) acc[m] = 0;
-            for (k = 0; k < K; k++) {
-                const REAL *ak = A + k * lda;
-                REAL hk = B[k * ldb + b];
-                for (m = m0; m < M; m++) acc[m] += ak[m] * hk;
-            }
-        }
-        for (m = 0; m < M; m++) C[m * ldc + b] = (beta != 0 ? C[m * ldc + b] : 0) + acc[m];
+        for (m = 0; m < M; m++) C[m * ldc + b] = acc[m];
     }
 }
 
