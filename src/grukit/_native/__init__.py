@@ -283,46 +283,40 @@ class Loops:
 
 
 def _self_check(module):
-    """One GRU step with linear activations in both types, against NumPy."""
+    """One GRU step with linear activations in both types, against NumPy: one sequence (the
+    written-out products) and nine (the products go through BLAS, so a wrong integer width
+    would show here)."""
     for dt in (np.float32, np.float64):
         loops = Loops(module, dt)
-        u, G = 2, 6
-        U = (np.arange(12, dtype=dt).reshape(u, G) / 10)
-        W = np.linspace(-1, 1, G).astype(dt).reshape(1, G)         # D = 1, x = 1: xp = W
-        S = np.zeros((2, u, 1), dt)                                 # T = B = 1: time-major
-        S[0, :, 0] = [0.5, -0.25]
-        xp, a, scratch = np.empty((1, G), dt), np.empty((G, 1), dt), np.empty((G, 1), dt)
-        hu = np.empty((1, u, 1), dt)
-        loops.gru_forward((1, 1, u, 1, 0, 0, 1),
-                          (U, None, xp, S, a, hu, None, scratch, None, None, None,
-                           np.ones((1, 1), dt), W, None))
-        h = S[0, :, 0].astype(np.float64)
-        pre = U.astype(np.float64).T @ h
-        x = W[0].astype(np.float64)
-        z, r = x[:2] + pre[:2], x[2:4] + pre[2:4]
-        hh = x[4:] + r * pre[4:]
-        want = hh + z * (h - hh)
-        if not np.allclose(S[1, :, 0], want, rtol=1e-5, atol=1e-6):
-            raise OSError(f"self-check failed in {np.dtype(dt)}: got {S[1, :, 0]}, "
-                          f"expected {want}")
-        # nine sequences: the products go through BLAS (a wrong integer width would show here)
-        B, D = 9, 3
-        x = np.linspace(-1, 1, B * D).astype(dt).reshape(B, D)       # T = 1: (T*B, D)
-        W3 = np.linspace(-0.5, 0.5, D * G).astype(dt).reshape(D, G)
-        S = np.zeros((u, 2, B), dt)
-        S[:, 0, :] = np.linspace(-0.3, 0.3, u * B).reshape(u, B)
-        xp, a, scratch = np.empty((G, B), dt), np.empty((G, B), dt), np.empty((G, B), dt)
-        hu = np.empty((u, 1, B), dt)
-        loops.gru_forward((1, B, u, 1, 0, 0, D),
-                          (U, None, xp, S, a, hu, None, scratch, None, None, None, x, W3, None))
-        h = S[:, 0, :].astype(np.float64)
-        pre = U.astype(np.float64).T @ h
-        xw = (x.astype(np.float64) @ W3.astype(np.float64)).T
-        z, r = xw[:2] + pre[:2], xw[2:4] + pre[2:4]
-        hh = xw[4:] + r * pre[4:]
-        want = hh + z * (h - hh)
-        if not np.allclose(S[:, 1, :], want, rtol=1e-5, atol=1e-6):
-            raise OSError(f"self-check through BLAS failed in {np.dtype(dt)}")
+        for B, D in ((1, 1), (9, 3)):
+            _check_gru_step(loops, np.dtype(dt), B, D)
+
+
+def _check_gru_step(loops, dt, B, D):
+    u, G = 2, 6
+    U = np.arange(u * G, dtype=dt).reshape(u, G) / 10
+    x = np.linspace(-1, 1, B * D).astype(dt).reshape(B, D)          # T = 1: (T*B, D)
+    W = np.linspace(-0.5, 0.5, D * G).astype(dt).reshape(D, G)
+    h0 = np.linspace(-0.3, 0.5, u * B).reshape(u, B)
+    if B == 1:   # time-major buffers (see Cell.span_shape)
+        S, xp, hu = np.zeros((2, u, 1), dt), np.empty((1, G), dt), np.empty((1, u, 1), dt)
+        S[0] = h0
+    else:
+        S, xp, hu = np.zeros((u, 2, B), dt), np.empty((G, B), dt), np.empty((u, 1, B), dt)
+        S[:, 0] = h0
+    a, scratch = np.empty((G, B), dt), np.empty((G, B), dt)
+    loops.gru_forward((1, B, u, 1, 0, 0, D),
+                      (U, None, xp, S, a, hu, None, scratch, None, None, None, x, W, None))
+    got = S[1] if B == 1 else S[:, 1]
+    h = h0.astype(np.float64)
+    pre = U.astype(np.float64).T @ h
+    xw = (x.astype(np.float64) @ W.astype(np.float64)).T
+    z, r = xw[:2] + pre[:2], xw[2:4] + pre[2:4]
+    hh = xw[4:] + r * pre[4:]
+    want = hh + z * (h - hh)
+    if not np.allclose(got, want, rtol=1e-5, atol=1e-6):
+        raise OSError(f"self-check failed in {dt} with {B} sequence(s): got {got.ravel()}, "
+                      f"expected {want.ravel()}")
 
 
 def _import(path):

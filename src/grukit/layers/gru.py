@@ -169,10 +169,7 @@ class GRUCell(Cell):
                            ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
                            db))
-        grads = {"kernel": dW, "recurrent_kernel": dU}
-        if db is not None:
-            grads["bias"] = db       # (2, 3u) with reset_after: input and recurrent biases
-        return grads
+        return self.native_grads(dW, dU, db)   # db (2, 3u) with reset_after
 
     def recurrent_grads(self, S, ws, grads):
         u = self.units

@@ -69,10 +69,7 @@ class LSTMCell(Cell):
                             np.ascontiguousarray(self.params["kernel"]), ws["xp"], Sc, Sh, ws["a"],
                             ws["tc"], d, carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
                             dS[0], dS[1], x_in, dx, dW, dU, db))
-        grads = {"kernel": dW, "recurrent_kernel": dU}
-        if db is not None:
-            grads["bias"] = db
-        return grads
+        return self.native_grads(dW, dU, db)   # db (2, 3u) with reset_after
 
     def step(self, t, xp, S, ws):
         u = self.units

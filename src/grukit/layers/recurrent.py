@@ -169,6 +169,14 @@ class Cell:
                 ws["carried"])
 
     @staticmethod
+    def native_grads(dW, dU, db):
+        """The compiled backward's gradients by parameter name (db is None without a bias)."""
+        grads = {"kernel": dW, "recurrent_kernel": dU}
+        if db is not None:
+            grads["bias"] = db
+        return grads
+
+    @staticmethod
     def span_shape(rows, steps, B):
         """The compiled loop's layout of a buffer over all steps: feature-major over time,
         (rows, steps, B), so that the weight gradients are one product each; for B = 1
@@ -376,8 +384,7 @@ class Recurrent(Layer):
         grukit._native.batch_parts); the cache holds one part per half."""
         T, B, _ = x_in.shape
         bounds = _native.batch_parts(B)
-        split = len(bounds) > 1
-        if not split:   # the common case, without the machinery below
+        if len(bounds) == 1:   # the common case, without the machinery below
             part = self._forward_part(fast, x_in, keep, drec,
                                       None if init is None else [np.asarray(s) for s in init])
             part["b"] = (0, B)
@@ -388,7 +395,7 @@ class Recurrent(Layer):
 
         def run(b0, b1):
             def cut(a, axis):   # this part's slice of a batch axis, contiguous
-                if a is None or not split:
+                if a is None:
                     return a
                 return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
             return self._forward_part(fast, cut(x_in, 1), cut(keep, 1), cut(drec, 0),
@@ -402,14 +409,9 @@ class Recurrent(Layer):
                            for k in range(self.cell.n_states)]
         outs = [self._outputs(p["S"], None if m_tm is None else m_tm[:, :, p["b"][0]:p["b"][1]])
                 for p in parts]
-        if not split:
-            out = outs[0]
-        elif self.return_state:
-            out = [np.concatenate(o) for o in zip(*outs)]
-        else:
-            out = np.concatenate(outs)
-        cache = (x_in, parts, None, None, m_tm, din, fast, keep)
-        return out, cache
+        out = ([np.concatenate(o) for o in zip(*outs)] if self.return_state
+               else np.concatenate(outs))
+        return out, (x_in, parts, None, None, m_tm, din, fast, keep)
 
     def _forward_part(self, fast, x_in, keep, drec, init):
         """One part of the batch through the compiled loop: its buffers, in a dict."""
@@ -472,12 +474,8 @@ class Recurrent(Layer):
             if "released" in ws:
                 continue
             ws["released"] = True
-            for k, a in ws.items():
-                if k in self._POOLED and a is not None:
-                    free = pool.setdefault((a.shape, a.dtype), [])
-                    if len(free) < 2:
-                        free.append(a)
-            for a in ws["Sn"]:
+            buffers = [a for k, a in ws.items() if k in self._POOLED and a is not None]
+            for a in buffers + ws["Sn"]:
                 free = pool.setdefault((a.shape, a.dtype), [])
                 if len(free) < 2:
                     free.append(a)
@@ -541,8 +539,8 @@ class Recurrent(Layer):
     def _backward_native(self, fast, parts, dS, dy_tm, input_grad):
         """The compiled backward of each part of the batch (two at once when it was split);
         returns dL/dx (T, B, D) or None, the weight gradients, dL/d(initial states) (u, B)."""
-        cell, split = self.cell, len(parts) > 1
-        if not split:
+        cell = self.cell
+        if len(parts) == 1:
             p = parts[0]
             dx = np.empty(p["x"].shape, p["x"].dtype) if input_grad else None
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
@@ -553,16 +551,14 @@ class Recurrent(Layer):
             x = p["x"]
 
             def cut(a):
-                return a if a is None or not split else np.ascontiguousarray(a[..., b0:b1])
+                return None if a is None else np.ascontiguousarray(a[..., b0:b1])
             dS_p = [cut(d) for d in dS]
             dx = np.empty(x.shape, x.dtype) if input_grad else None
             grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx,
                                          self._alloc)
             return dx, grads, dS_p
-        results = _native.run_parts([lambda p=p: run(p) for p in parts])
-        if not split:
-            return results[0]
-        (dx0, grads, dS0), (dx1, grads1, dS1) = results
+        (dx0, grads, dS0), (dx1, grads1, dS1) = _native.run_parts(
+            [lambda p=p: run(p) for p in parts])
         for k in grads:
             grads[k] = grads[k] + grads1[k]
         dx = None if dx0 is None else np.concatenate([dx0, dx1], axis=1)

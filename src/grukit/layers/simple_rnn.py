@@ -38,10 +38,7 @@ class SimpleRNNCell(Cell):
                            np.ascontiguousarray(self.params["kernel"]), ws["xp"], ws["Sn"][0], d,
                            carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx,
                            dW, dU, db))
-        grads = {"kernel": dW, "recurrent_kernel": dU}
-        if db is not None:
-            grads["bias"] = db
-        return grads
+        return self.native_grads(dW, dU, db)   # db (2, 3u) with reset_after
 
     def step(self, t, xp, S, ws):
         h_new = S[0][t + 1]
