@@ -13,7 +13,6 @@ each weight's gradient on its own.
 import numpy as np
 
 from . import _native
-
 from .utils import reject_unknown, resolve
 
 
@@ -107,24 +106,13 @@ class Adam(Optimizer):
             consts = np.array([alpha, 1 - self.beta_1, 1 - self.beta_2, self.epsilon], w.dtype)
             fast.adam_update((w.size,), (w, g, m, v, consts))
             return
-        tmp = getattr(self, "_scratch", None)        # not a slot: never saved
-        if tmp is None or tmp.shape != w.shape or tmp.dtype != w.dtype:
-            tmp = self._scratch = np.empty_like(w)
-        np.subtract(g, m, out=tmp)
-        tmp *= dt(1 - self.beta_1)
-        m += tmp                                     # m += (g - m) (1 - b1)
-        np.multiply(g, g, out=tmp)
-        tmp -= v
-        tmp *= dt(1 - self.beta_2)
-        v += tmp                                     # v += (g^2 - v) (1 - b2)
+        m += (g - m) * dt(1 - self.beta_1)
+        v += (g * g - v) * dt(1 - self.beta_2)
         if self.amsgrad:
             vhat = self._slots["vhat"]
             np.maximum(vhat, v, out=vhat)
             v = vhat
-        np.sqrt(v, out=tmp)
-        tmp += dt(self.epsilon)
-        np.divide(m * alpha, tmp, out=tmp)
-        w -= tmp                                     # w -= m alpha / (sqrt(v) + eps)
+        w -= (m * alpha) / (np.sqrt(v) + dt(self.epsilon))
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

@@ -202,26 +202,18 @@ static void SFX(add_masked)(REAL *restrict d, const REAL *restrict s, const REAL
     for (i = 0; i < n; i++) d[i] += s[i] * m[i];
 }
 
-/* dst (rows, B) with row stride ld <- src (rows, B) contiguous */
-static void SFX(put_rows)(const REAL *src, REAL *dst, int64_t ld, int64_t rows, int64_t B)
+/* rows of B values: dst (row stride ld_dst) <- src (row stride ld_src); one of the two is B,
+ * the contiguous per-step side, and the other a buffer over all steps */
+static void SFX(copy_rows)(const REAL *src, int64_t ld_src, REAL *dst, int64_t ld_dst,
+                           int64_t rows, int64_t B)
 {
     int64_t j;
-    if (ld == B) {
+    if (ld_src == B && ld_dst == B) {
         memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
         return;
     }
-    for (j = 0; j < rows; j++) memcpy(dst + j * ld, src + j * B, (size_t)B * sizeof(REAL));
-}
-
-/* dst (rows, B) contiguous <- src (rows, B) with row stride ld */
-static void SFX(get_rows)(const REAL *src, int64_t ld, REAL *dst, int64_t rows, int64_t B)
-{
-    int64_t j;
-    if (ld == B) {
-        memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
-        return;
-    }
-    for (j = 0; j < rows; j++) memcpy(dst + j * B, src + j * ld, (size_t)B * sizeof(REAL));
+    for (j = 0; j < rows; j++)
+        memcpy(dst + j * ld_dst, src + j * ld_src, (size_t)B * sizeof(REAL));
 }
 
 /* A matrix (rows, cols) at p, element (i, k) at p[i * r + k * c], with r or c equal to 1. */
@@ -360,7 +352,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
                 h_new[j * ss.row + b] = c + z[i] * (hv - c);
             }
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
-        SFX(put_rows)(a_t, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
+        SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
 }
 
@@ -392,7 +384,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     for (t = T - 1; t >= 0; t--) {
         const REAL *h = S + t * ss.step, *a_t = a, *h_in = H_in + t * is.step;
         const REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
-        SFX(get_rows)(dxp + t * xs.step, xs.row, a, G, B);     /* this step's gates */
+        SFX(copy_rows)(dxp + t * xs.step, xs.row, a, B, G, B);     /* this step's gates */
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) SFX(split_masked)(keep + t * B, dh, carried, u, B);
         /* candidate and update gate */
@@ -410,7 +402,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) dr[j * B + b] = dc[j * B + b] * hu_t[j * vs.row + b];
             SFX(dact_mul)(ract, r, dr, n);
-            SFX(put_rows)(d, dxp + t * xs.step, xs.row, G, B);
+            SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
             /* d's last block becomes dL/d(h Uh + bh') = dc * r, kept in hu for dL/dU */
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) {
@@ -434,7 +426,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
             SFX(gemm)(0, 0, u, B, 2 * u, 1, U, G, d, B, 1, tmp, B);     /* + [Uz|Ur] dzr */
             if (rmask) SFX(add_masked)(dh, tmp, rmask, n);
             else SFX(add)(dh, tmp, n);
-            SFX(put_rows)(d, dxp + t * xs.step, xs.row, G, B);
+            SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
         }
         if (keep) SFX(add)(dh, carried, n);
     }
@@ -494,7 +486,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
             SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
             SFX(hold_masked)(keep + t * B, c, c_new, ss.row, u, B);
         }
-        SFX(put_rows)(a_t, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
+        SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
 }
 
@@ -523,7 +515,7 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     for (t = T - 1; t >= 0; t--) {
         const REAL *c = Sc + t * ss.step, *a_t = a, *tc_t = tc + t * n;
         const REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
-        SFX(get_rows)(dxp + t * xs.step, xs.row, a, G, B);     /* this step's gates */
+        SFX(copy_rows)(dxp + t * xs.step, xs.row, a, B, G, B);     /* this step's gates */
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) {
             SFX(split_masked)(keep + t * B, dh, carried, u, B);
@@ -547,7 +539,7 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         /* the previous h, through h U */
         SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        SFX(put_rows)(d, dxp + t * xs.step, xs.row, G, B);
+        SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
         if (keep) {
             SFX(add)(dh, carried, n);
             SFX(add)(dc, carried + n, n);
@@ -581,7 +573,7 @@ SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         for (j = 0; j < u; j++)
             for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * xs.row + b];
         SFX(act)(act, scratch, n);
-        SFX(put_rows)(scratch, h_new, ss.row, u, B);
+        SFX(copy_rows)(scratch, B, h_new, ss.row, u, B);
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
     }
 }
@@ -612,7 +604,7 @@ SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         else for (j = 0; j < u; j++) SFX(dact_mul)(act, h_out + j * ss.row, d + j * B, B);
         SFX(gemm)(0, 0, u, B, u, 1, U, u, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        SFX(put_rows)(d, dxp + t * xs.step, xs.row, u, B);
+        SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, u, B);
         if (keep) SFX(add)(dh, carried, n);
     }
     SFX(input_grads)(TB, D, u, x, W, DXP, dW, db, dx);
