@@ -468,6 +468,23 @@ def test_paths_agree_at_edge_shapes(shape, float64, rng):
         assert_same(a, b, 1e-11)
 
 
+@pytest.mark.parametrize("batch", [19, 40])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_paths_agree_through_the_tiled_products(cell, batch, float64, rng):
+    """Batches of a vector width (8 float64 values) or more take kernels.c's tiled step products:
+    70 units give gate rows in several 16-row panels plus a partial one, backward products over
+    more than 256 gate rows come in two K blocks, and 19 or 40 columns leave a tail for gemm()."""
+    x = rng.standard_normal((batch, 3, 5))
+    mask = np.ones((batch, 3), bool)
+    mask[1, 2:] = False
+    make = {"gru": lambda **kw: GRU(70, **kw),
+            "gru_reset_before": lambda **kw: GRU(70, reset_after=False, **kw),
+            "lstm": lambda **kw: LSTM(70, **kw),
+            "rnn": lambda **kw: SimpleRNN(300, **kw)}[cell]
+    a, b = run_both(make, x, rng, mask=mask, return_sequences=True, return_state=True)
+    assert_same(a, b, 1e-11)
+
+
 def test_bidirectional_and_first_layer_gradients_agree(float64, rng):
     from grukit.layers import Bidirectional
     x = rng.standard_normal((17, 4, 3))

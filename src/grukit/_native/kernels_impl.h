@@ -101,6 +101,98 @@ static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alph
                              (int)ldb, beta, C, (int)ldc);
 }
 
+/* The step loops' products: a weight matrix, the same at every step, times one step's (K, B)
+ * block. A BLAS call copies the weights into its own packed layout at every call; here they are
+ * copied once per sequence, into panels of TILE_M rows, panel i holding op(A)(i TILE_M + r, k)
+ * at [i][k][r] (rows past M are zero). Read in order, a panel is one stream, with no cache set
+ * conflicts when the weights' row stride is a multiple of 4 KiB. With fewer than VLEN columns,
+ * without AVX-512 (STEP_TILES) or without memory for the copy, the products go to gemm() with A
+ * as it is. */
+typedef REAL SFX(vec) __attribute__((vector_size(VBYTES), aligned(sizeof(REAL)), may_alias));
+#define SFX_VLEN ((int64_t)(VBYTES / sizeof(REAL)))
+
+typedef struct {
+    REAL *panels;   /* or NULL */
+    const REAL *A;
+    int64_t lda, M, K;
+    int ta;
+} SFX(packed);
+
+static SFX(packed) SFX(pack)(int ta, int64_t M, int64_t K, const REAL *A, int64_t lda, int64_t N)
+{
+    SFX(packed) w;
+    int64_t i, k, r, np = (M + TILE_M - 1) / TILE_M;
+    w.A = A;
+    w.lda = lda;
+    w.M = M;
+    w.K = K;
+    w.ta = ta;
+    w.panels = STEP_TILES && N >= SFX_VLEN ? malloc((size_t)(np * TILE_M * K) * sizeof(REAL))
+                                           : NULL;
+    if (!w.panels) return w;
+    for (i = 0; i < np; i++) {
+        REAL *p = w.panels + i * TILE_M * K;
+        int64_t m0 = i * TILE_M, mr = M - m0 < TILE_M ? M - m0 : TILE_M;
+        for (k = 0; k < K; k++, p += TILE_M) {
+            for (r = 0; r < mr; r++) p[r] = ta ? A[k * lda + m0 + r] : A[(m0 + r) * lda + k];
+            for (; r < TILE_M; r++) p[r] = 0;
+        }
+    }
+    return w;
+}
+
+static void SFX(unpack)(SFX(packed) *w)
+{
+    free(w->panels);
+    w->panels = NULL;
+}
+
+/* C[r, 0 .. nv VLEN) = beta C + panel (TILE_M, kc) Bm (kc, .) for the first mr rows r */
+static inline __attribute__((always_inline)) void
+SFX(tile)(int64_t mr, int64_t nv, int64_t kc, const REAL *panel, const REAL *Bm, int64_t ldb,
+          REAL beta, REAL *C, int64_t ldc)
+{
+    int64_t v, r, k;
+    for (v = 0; v < nv; v++) {   /* the panel comes from L1 again for each vector */
+        SFX(vec) acc[TILE_M];
+        const REAL *bv = Bm + v * SFX_VLEN, *a = panel;
+        REAL *cv = C + v * SFX_VLEN;
+#pragma GCC unroll 16
+        for (r = 0; r < TILE_M; r++)
+            acc[r] = beta != 0 && r < mr ? *(const SFX(vec) *)(cv + r * ldc) : (SFX(vec)){0};
+        for (k = 0; k < kc; k++, a += TILE_M) {
+            const SFX(vec) h = *(const SFX(vec) *)(bv + k * ldb);
+#pragma GCC unroll 16
+            for (r = 0; r < TILE_M; r++) acc[r] += a[r] * h;
+        }
+#pragma GCC unroll 16
+        for (r = 0; r < TILE_M; r++)
+            if (r < mr) *(SFX(vec) *)(cv + r * ldc) = acc[r];
+    }
+}
+
+/* C (M, N) = op(A) Bm + beta C, op(A) as packed; Bm (K, N) row-major */
+static void SFX(pgemm)(const SFX(packed) *w, int64_t N, const REAL *Bm, int64_t ldb, REAL beta,
+                       REAL *C, int64_t ldc)
+{
+    const int64_t M = w->M, K = w->K, nf = N - N % SFX_VLEN, kb = KC_BYTES / VBYTES;
+    int64_t i, k, kc;
+    REAL beta_k = beta;
+    if (!w->panels) {
+        SFX(gemm)(w->ta, 0, M, N, K, 1, w->A, w->lda, Bm, ldb, beta, C, ldc);
+        return;
+    }
+    for (k = 0; k < K; k += kc) {   /* kb rows of Bm at a time: they stay in L1 */
+        kc = K - k < kb ? K - k : kb;
+        for (i = 0; i * TILE_M < M; i++)
+            SFX(tile)(M - i * TILE_M, nf / SFX_VLEN, kc, w->panels + (i * K + k) * TILE_M,
+                      Bm + k * ldb, ldb, beta_k, C + i * TILE_M * ldc, ldc);
+        beta_k = 1;
+    }
+    if (nf < N)   /* the last columns, fewer than VLEN */
+        SFX(gemm)(w->ta, 0, M, N - nf, K, 1, w->A, w->lda, Bm + nf, ldb, beta, C + nf, ldc);
+}
+
 /* y = f(y) in place, n contiguous values */
 static void SFX(act)(int code, REAL *restrict y, int64_t n)
 {
@@ -284,10 +376,14 @@ static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL 
     else
         SFX(gemm_xyT)(G, TB, D, SFX(mview)(W, 1, G), SFX(mview)(x, D, 1), xp, TB);
     if (!b && !b2) return;
-    if (B == 1) {
-        for (k = 0; k < T; k++)
-            for (g = 0; g < G; g++)
-                xp[k * G + g] += (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
+    if (B == 1) {   /* no test of b or b2 in the inner loops: as a masked load of a NULL b2,
+                       it cost as much as the whole recurrence on AMD Zen */
+        for (k = 0; k < T; k++) {
+            if (b)
+                for (g = 0; g < G; g++) xp[k * G + g] += b[g];
+            if (b2)
+                for (g = 0; g < n2; g++) xp[k * G + g] += b2[g];
+        }
     } else {
         for (g = 0; g < G; g++) {
             REAL c = (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
@@ -315,6 +411,8 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
+    SFX(packed) PU = SFX(pack)(1, reset_after ? G : 2 * u, u, U, G, B),
+                PUh = SFX(pack)(1, reset_after ? 0 : u, u, U + 2 * u, G, reset_after ? 0 : B);
     SFX(project)(T, B, I[6], G, P[11], P[12], P[13], b2, 2 * u, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
@@ -322,7 +420,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
-        SFX(gemm)(1, 0, reset_after ? G : 2 * u, B, u, 1, U, G, h_in, lh, 0, scratch, B);
+        SFX(pgemm)(&PU, B, h_in, lh, 0, scratch, B);
         for (j = 0; j < 2 * u; j++)
             for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * xs.row + b] + scratch[j * B + b];
         SFX(act)(ract, a_t, 2 * n);
@@ -340,7 +438,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
             REAL *rh_t = rh + t * vs.step;
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) rh_t[j * vs.row + b] = r[j * B + b] * h_in[j * lh + b];
-            SFX(gemm)(1, 0, u, B, u, 1, U + 2 * u, G, rh_t, vs.row, 0, hh, B);  /* Uh^T (r h) */
+            SFX(pgemm)(&PUh, B, rh_t, vs.row, 0, hh, B);  /* Uh^T (r h) */
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) hh[j * B + b] += x_t[(2 * u + j) * xs.row + b];
         }
@@ -354,6 +452,8 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
         SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
+    SFX(unpack)(&PU);
+    SFX(unpack)(&PUh);
 }
 
 /* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp; hu is overwritten by dL/d(h Uh + bh').
@@ -381,6 +481,9 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
                    V = SFX(mview)(reset_after ? hu : rh, vs.row, vs.step / B);
     int64_t t, i, j, b;
     REAL *dz = d, *dr = d + n, *dc = d + 2 * n;
+    /* U (reset_after), or [Uz|Ur] and Uh */
+    SFX(packed) PU = SFX(pack)(0, u, reset_after ? G : 2 * u, U, G, B),
+                PUh = SFX(pack)(0, reset_after ? 0 : u, u, U + 2 * u, G, reset_after ? 0 : B);
     for (t = T - 1; t >= 0; t--) {
         const REAL *h = S + t * ss.step, *a_t = a, *h_in = H_in + t * is.step;
         const REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
@@ -411,25 +514,27 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
                     hu_t[j * vs.row + b] = dc[i];
                 }
             if (rmask) {
-                SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, tmp, B);
+                SFX(pgemm)(&PU, B, d, B, 0, tmp, B);
                 SFX(add_masked)(dh, tmp, rmask, n);
             } else {
-                SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 1, dh, B);   /* dh += U dhu */
+                SFX(pgemm)(&PU, B, d, B, 1, dh, B);   /* dh += U dhu */
             }
         } else {
             /* r multiplies h before Uh */
-            SFX(gemm)(0, 0, u, B, u, 1, U + 2 * u, G, dc, B, 0, tmp, B);   /* dL/d(r h) */
+            SFX(pgemm)(&PUh, B, dc, B, 0, tmp, B);   /* dL/d(r h) */
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) dr[j * B + b] = tmp[j * B + b] * h_in[j * is.row + b];
             SFX(dact_mul)(ract, r, dr, n);
             for (i = 0; i < n; i++) tmp[i] *= r[i];
-            SFX(gemm)(0, 0, u, B, 2 * u, 1, U, G, d, B, 1, tmp, B);     /* + [Uz|Ur] dzr */
+            SFX(pgemm)(&PU, B, d, B, 1, tmp, B);     /* + [Uz|Ur] dzr */
             if (rmask) SFX(add_masked)(dh, tmp, rmask, n);
             else SFX(add)(dh, tmp, n);
             SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
         }
         if (keep) SFX(add)(dh, carried, n);
     }
+    SFX(unpack)(&PU);
+    SFX(unpack)(&PUh);
     SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
     SFX(gemm_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
     if (reset_after) {
@@ -459,6 +564,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
+    SFX(packed) PU = SFX(pack)(1, G, u, U, G, B);
     SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
@@ -467,7 +573,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
-        SFX(gemm)(1, 0, G, B, u, 1, U, G, h_in, lh, 0, a_t, B);          /* U^T h */
+        SFX(pgemm)(&PU, B, h_in, lh, 0, a_t, B);          /* U^T h */
         for (j = 0; j < G; j++)
             for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
         SFX(act)(ract, a_t, 2 * n);
@@ -488,6 +594,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         }
         SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
+    SFX(unpack)(&PU);
 }
 
 /* dh, dc (u, B): in, dL/dh_T and dL/dc_T; out, the same for step 0.
@@ -511,6 +618,7 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
                    HIN = rmask ? SFX(mview)(hd, vs.row, vs.step / B)
                                : SFX(mview)(Sh, ss.row, ss.step / B);
     REAL *di = d, *df = d + n, *dg = d + 2 * n, *dO = d + 3 * n;
+    SFX(packed) PU = SFX(pack)(0, u, G, U, G, B);
     int64_t t, i, j, b;
     for (t = T - 1; t >= 0; t--) {
         const REAL *c = Sc + t * ss.step, *a_t = a, *tc_t = tc + t * n;
@@ -537,7 +645,7 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         SFX(dact_mul)(act, g, dg, n);
         for (i = 0; i < n; i++) dc[i] *= fg[i];
         /* the previous h, through h U */
-        SFX(gemm)(0, 0, u, B, G, 1, U, G, d, B, 0, dh, B);
+        SFX(pgemm)(&PU, B, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
         SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
         if (keep) {
@@ -545,6 +653,7 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
             SFX(add)(dc, carried + n, n);
         }
     }
+    SFX(unpack)(&PU);
     SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
     SFX(gemm_xyT)(u, G, TB, HIN, DXP, dU, G);
 }
@@ -563,19 +672,21 @@ SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     const uint8_t *keep = P[6];
     const SFX(strides) xs = SFX(span)(u, T, B), ss = SFX(span)(u, T + 1, B);
     int64_t t, j, b, lh;
+    SFX(packed) PU = SFX(pack)(1, u, u, U, u, B);
     SFX(project)(T, B, I[4], u, P[7], P[8], P[9], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * xs.step : 0, xs.row,
                                           u, B, &lh);
-        SFX(gemm)(1, 0, u, B, u, 1, U, u, h_in, lh, 0, scratch, B);
+        SFX(pgemm)(&PU, B, h_in, lh, 0, scratch, B);
         for (j = 0; j < u; j++)
             for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * xs.row + b];
         SFX(act)(act, scratch, n);
         SFX(copy_rows)(scratch, B, h_new, ss.row, u, B);
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
     }
+    SFX(unpack)(&PU);
 }
 
 /* I: T, B, u, D, act
@@ -594,6 +705,7 @@ SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     const SFX(mat) DXP = SFX(mview)(dxp, xs.row, xs.step / B),
                    HIN = rmask ? SFX(mview)(hd, xs.row, xs.step / B)
                                : SFX(mview)(S, ss.row, ss.step / B);
+    SFX(packed) PU = SFX(pack)(0, u, u, U, u, B);
     int64_t t, i, j;
     for (t = T - 1; t >= 0; t--) {
         const REAL *h_out = S + (t + 1) * ss.step;
@@ -602,11 +714,12 @@ SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         memcpy(d, dh, (size_t)n * sizeof(REAL));
         if (ss.row == B) SFX(dact_mul)(act, h_out, d, n);   /* through f, via its output h_t */
         else for (j = 0; j < u; j++) SFX(dact_mul)(act, h_out + j * ss.row, d + j * B, B);
-        SFX(gemm)(0, 0, u, B, u, 1, U, u, d, B, 0, dh, B);
+        SFX(pgemm)(&PU, B, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
         SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, u, B);
         if (keep) SFX(add)(dh, carried, n);
     }
+    SFX(unpack)(&PU);
     SFX(input_grads)(TB, D, u, x, W, DXP, dW, db, dx);
     SFX(gemm_xyT)(u, u, TB, HIN, DXP, dU, u);
 }
