@@ -40,7 +40,7 @@ _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC",
                   "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 6
+_ABI_VERSION = 7
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -284,11 +284,11 @@ class Loops:
 
 def _self_check(module):
     """One GRU step with linear activations in both types, against NumPy: one sequence (the
-    written-out products) and nine (the products go through BLAS, so a wrong integer width
-    would show here)."""
+    written-out products), nine (the products go through BLAS, so a wrong integer width would
+    show here) and seventeen (the tiled products where the build has them)."""
     for dt in (np.float32, np.float64):
         loops = Loops(module, dt)
-        for B, D in ((1, 1), (9, 3)):
+        for B, D in ((1, 1), (9, 3), (17, 2)):
             _check_gru_step(loops, np.dtype(dt), B, D)
 
 
@@ -299,14 +299,14 @@ def _check_gru_step(loops, dt, B, D):
     W = np.linspace(-0.5, 0.5, D * G).astype(dt).reshape(D, G)
     h0 = np.linspace(-0.3, 0.5, u * B).reshape(u, B)
     if B == 1:   # time-major buffers (see Cell.span_shape)
-        S, xp, hu = np.zeros((2, u, 1), dt), np.empty((1, G), dt), np.empty((1, u, 1), dt)
+        S, xp = np.zeros((2, u, 1), dt), np.empty((1, G), dt)
         S[0] = h0
     else:
-        S, xp, hu = np.zeros((u, 2, B), dt), np.empty((G, B), dt), np.empty((u, 1, B), dt)
+        S, xp = np.zeros((u, 2, B), dt), np.empty((G, B), dt)
         S[:, 0] = h0
     a, scratch = np.empty((G, B), dt), np.empty((G, B), dt)
     loops.gru_forward((1, B, u, 1, 0, 0, D),
-                      (U, None, xp, S, a, hu, None, scratch, None, None, None, x, W, None))
+                      (U, None, xp, S, a, None, scratch, None, None, None, x, W, None))
     got = S[1] if B == 1 else S[:, 1]
     h = h0.astype(np.float64)
     pre = U.astype(np.float64).T @ h

@@ -81,6 +81,25 @@ static void SFX(small_nn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_
     }
 }
 
+/* C (M, N) = A B^T + beta C, A (M, K), B (N, K), K <= SMALL_N: B^T copied to bt (K, N), then
+ * each row of C as sum_k A[m, k] bt[k, :] */
+static void SFX(small_nt)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                          const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *bt)
+{
+    int64_t k, m, c;
+    for (k = 0; k < K; k++)
+        for (c = 0; c < N; c++) bt[k * N + c] = B[c * ldb + k];
+    for (m = 0; m < M; m++) {
+        REAL *cm = C + m * ldc;
+        if (beta == 0)
+            for (c = 0; c < N; c++) cm[c] = 0;
+        for (k = 0; k < K; k++) {
+            const REAL a = A[m * lda + k], *bk = bt + k * N;
+            for (c = 0; c < N; c++) cm[c] += a * bk[c];
+        }
+    }
+}
+
 /* C = alpha op(A) op(B) + beta C, all row-major */
 static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alpha, const REAL *A,
                       int64_t lda, const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc)
@@ -93,6 +112,11 @@ static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alph
             else SFX(small_nn)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
             return;
         }
+    }
+    if (K <= SMALL_N && !ta && tb && alpha == 1 && (beta == 0 || beta == 1) && K * N <= 4096) {
+        REAL buf[4096];
+        SFX(small_nt)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
+        return;
     }
     if (blas_ilp64)
         ((GEMM64_T)GEMM_PTR)(ROW_MAJOR, a, b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -393,27 +417,28 @@ static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* GRU, gate order z, r, h. With reset_after, hu = h Uh + bh' is kept and h~ = f(xh + r * hu);
- * without, rh = r * h is kept and h~ = f(xh + (r * h) Uh).
+/* GRU, gate order z, r, h. With reset_after, h~ = f(xh + r * hu), hu = h Uh + bh' (not kept: the
+ * backward pass computes it again, which saves T steps' worth of memory for one more product per
+ * step); without, rh = r * h is kept and h~ = f(xh + (r * h) Uh).
  * I: T, B, u, reset_after, act, ract, D
- * P: U, b2 (G) or NULL, xp (written), S, a, hu or NULL, rh or NULL, scratch (G, B),
- *    rmask (u, B) or NULL, hd or NULL, keep or NULL, x, W, b (G) or NULL.
+ * P: U, b2 (G) or NULL, xp (written), S, a, rh or NULL, scratch (G, B), rmask (u, B) or NULL,
+ *    hd or NULL, keep or NULL, x, W, b (G) or NULL.
  * b is the input bias; b2 the recurrent one (reset_after): b2z, b2r go into xp, b2h into hu. */
 static inline __attribute__((always_inline)) void
 SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], G = 3 * u, n = u * B;
     const int reset_after = (int)I[3], act = (int)I[4], ract = (int)I[5];
-    const REAL *U = P[0], *b2 = P[1], *rmask = P[8];
+    const REAL *U = P[0], *b2 = P[1], *rmask = P[7];
     const REAL *b2h = b2 ? b2 + 2 * u : 0;
-    REAL *xp = P[2], *S = P[3], *a = P[4], *hu = P[5], *rh = P[6], *scratch = P[7], *hd = P[9];
-    const uint8_t *keep = P[10];
+    REAL *xp = P[2], *S = P[3], *a = P[4], *rh = P[5], *scratch = P[6], *hd = P[8];
+    const uint8_t *keep = P[9];
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
     SFX(packed) PU = SFX(pack)(1, reset_after ? G : 2 * u, u, U, G, B),
                 PUh = SFX(pack)(1, reset_after ? 0 : u, u, U + 2 * u, G, reset_after ? 0 : B);
-    SFX(project)(T, B, I[6], G, P[11], P[12], P[13], b2, 2 * u, xp);
+    SFX(project)(T, B, I[6], G, P[10], P[11], P[12], b2, 2 * u, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step, *a_t = a;
@@ -425,14 +450,11 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
             for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * xs.row + b] + scratch[j * B + b];
         SFX(act)(ract, a_t, 2 * n);
         if (reset_after) {
-            REAL *hu_t = hu + t * vs.step;
             for (j = 0; j < u; j++) {
                 REAL c = b2h ? b2h[j] : 0;
-                for (b = 0; b < B; b++) {
-                    REAL v = scratch[(2 * u + j) * B + b] + c;
-                    hu_t[j * vs.row + b] = v;
-                    hh[j * B + b] = x_t[(2 * u + j) * xs.row + b] + r[j * B + b] * v;
-                }
+                for (b = 0; b < B; b++)
+                    hh[j * B + b] = x_t[(2 * u + j) * xs.row + b]
+                                    + r[j * B + b] * (scratch[(2 * u + j) * B + b] + c);
             }
         } else {
             REAL *rh_t = rh + t * vs.step;
@@ -456,16 +478,17 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     SFX(unpack)(&PUh);
 }
 
-/* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp; hu is overwritten by dL/d(h Uh + bh').
+/* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp.
  * I: T, B, u, D, reset_after, act, ract
- * P: U, W, xp, S, a, hu, rh, d (G, B), tmp (u, B), carried (u, B) or NULL, rmask, hd, keep, dy,
- *    dh, x, dx, dW, dU, db or NULL: (G,), or (2, G) with reset_after (input bias, recurrent) */
+ * P: U, W, xp, S, a, hu (u, B) or NULL, rh, d (G, B), tmp (u, B), carried (u, B) or NULL, rmask,
+ *    hd, keep, dy, dh, x, dx, dW, dU, db or NULL: (G,), or (2, G) with reset_after (input bias,
+ *    recurrent), b2 or NULL (reset_after: the recurrent bias) */
 static inline __attribute__((always_inline)) void
 SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 {
     const int64_t T = I[0], u = I[2], D = I[3], G = 3 * u, n = u * B, TB = T * B;
     const int reset_after = (int)I[4], act = (int)I[5], ract = (int)I[6];
-    const REAL *U = P[0], *W = P[1], *S = P[3], *rh = P[6], *rmask = P[10];
+    const REAL *U = P[0], *W = P[1], *S = P[3], *rh = P[6], *rmask = P[10], *b2 = P[20];
     REAL *a = P[4];
     const REAL *hd = P[11], *dy = P[13], *x = P[15];
     REAL *dxp = P[2], *hu = P[5], *d = P[7], *tmp = P[8], *carried = P[9], *dh = P[14];
@@ -477,13 +500,16 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     const REAL *H_in = rmask ? hd : S;
     const SFX(strides) is = rmask ? vs : ss;
     const SFX(mat) DXP = SFX(mview)(dxp, xs.row, xs.step / B),
-                   HIN = SFX(mview)(H_in, is.row, is.step / B),
-                   V = SFX(mview)(reset_after ? hu : rh, vs.row, vs.step / B);
+                   HIN = SFX(mview)(H_in, is.row, is.step / B);
     int64_t t, i, j, b;
     REAL *dz = d, *dr = d + n, *dc = d + 2 * n;
-    /* U (reset_after), or [Uz|Ur] and Uh */
+    /* U (reset_after), or [Uz|Ur] and Uh; Uh^T for hu again */
     SFX(packed) PU = SFX(pack)(0, u, reset_after ? G : 2 * u, U, G, B),
-                PUh = SFX(pack)(0, reset_after ? 0 : u, u, U + 2 * u, G, reset_after ? 0 : B);
+                PUh = SFX(pack)(!!reset_after, u, u, U + 2 * u, G, B);
+    if (reset_after) {   /* dL/dUh and dL/db'h add up step by step */
+        for (j = 0; j < u; j++) memset(dU + j * G + 2 * u, 0, (size_t)u * sizeof(REAL));
+        if (db) memset(db + G + 2 * u, 0, (size_t)u * sizeof(REAL));
+    }
     for (t = T - 1; t >= 0; t--) {
         const REAL *h = S + t * ss.step, *a_t = a, *h_in = H_in + t * is.step;
         const REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
@@ -501,18 +527,19 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         SFX(dact_mul)(ract, z, dz, n);
         for (i = 0; i < n; i++) dh[i] *= z[i];               /* through z * h */
         if (reset_after) {
-            REAL *hu_t = hu + t * vs.step;
-            for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) dr[j * B + b] = dc[j * B + b] * hu_t[j * vs.row + b];
+            SFX(pgemm)(&PUh, B, h_in, is.row, 0, hu, B);   /* hu = h Uh (+ bh' below) */
+            for (j = 0; j < u; j++) {
+                REAL c = b2 ? b2[2 * u + j] : 0;
+                for (b = 0; b < B; b++) dr[j * B + b] = dc[j * B + b] * (hu[j * B + b] + c);
+            }
             SFX(dact_mul)(ract, r, dr, n);
             SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
-            /* d's last block becomes dL/d(h Uh + bh') = dc * r, kept in hu for dL/dU */
-            for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) {
-                    i = j * B + b;
-                    dc[i] *= r[i];
-                    hu_t[j * vs.row + b] = dc[i];
-                }
+            /* d's last block becomes dL/d(h Uh + bh') = dc * r */
+            for (i = 0; i < n; i++) dc[i] *= r[i];
+            SFX(gemm)(0, 1, u, u, B, 1, h_in, is.row, dc, B, 1, dU + 2 * u, G);
+            if (db)
+                for (j = 0; j < u; j++)
+                    for (b = 0; b < B; b++) db[G + 2 * u + j] += dc[j * B + b];
             if (rmask) {
                 SFX(pgemm)(&PU, B, d, B, 0, tmp, B);
                 SFX(add_masked)(dh, tmp, rmask, n);
@@ -537,15 +564,11 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     SFX(unpack)(&PUh);
     SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
     SFX(gemm_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
-    if (reset_after) {
-        SFX(gemm_xyT)(u, u, TB, HIN, V, dU + 2 * u, G);
-        if (db) {   /* dL/db'z, db'r are dL/dbz, dbr; dL/db'h sums dL/d(h Uh + bh') */
-            memcpy(db + G, db, (size_t)(2 * u) * sizeof(REAL));
-            SFX(sums)(V, db + G + 2 * u, u, TB);
-        }
+    if (reset_after) {   /* dL/db'z, db'r are dL/dbz, dbr */
+        if (db) memcpy(db + G, db, (size_t)(2 * u) * sizeof(REAL));
     } else {
-        SFX(gemm_xyT)(u, u, TB, V, SFX(mview)(dxp + 2 * u * xs.row, DXP.r, DXP.c), dU + 2 * u,
-                      G);
+        SFX(gemm_xyT)(u, u, TB, SFX(mview)(rh, vs.row, vs.step / B),
+                      SFX(mview)(dxp + 2 * u * xs.row, DXP.r, DXP.c), dU + 2 * u, G);
     }
 }
 

@@ -143,10 +143,8 @@ class GRUCell(Cell):
     def native_workspace(self, T, B, dt, alloc):
         u = self.units
         ws = {"a": alloc((3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}   # one step's
-        if self.reset_after:
-            ws["hu"] = alloc(self.span_shape(u, T, B), dt)   # h Uh + bh'; going back, dL/d of it
-        else:
-            ws["rh"] = alloc(self.span_shape(u, T, B), dt)   # r * h
+        if not self.reset_after:   # (with reset_after, backward_native computes h Uh again)
+            ws["rh"] = alloc(self.span_shape(u, T, B), dt)   # r * h, every step
         return ws
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep):
@@ -154,21 +152,23 @@ class GRUCell(Cell):
         U = np.ascontiguousarray(self.params["recurrent_kernel"])
         W = np.ascontiguousarray(self.params["kernel"])
         fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D),
-                         (U, self.recurrent_bias(), xp, Sn[0], ws["a"], ws.get("hu"),
-                          ws.get("rh"), ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
-                          W, self.input_bias()))
+                         (U, self.recurrent_bias(), xp, Sn[0], ws["a"], ws.get("rh"),
+                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in, W,
+                          self.input_bias()))
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
         T, B, D = x_in.shape
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
         ws["tmp"] = alloc((u, B), x_in.dtype)
+        if self.reset_after:
+            ws["hu"] = alloc((u, B), x_in.dtype)   # one step's h Uh
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
                            np.ascontiguousarray(self.params["kernel"]), ws["xp"], ws["Sn"][0], ws["a"],
                            ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
-                           db))
+                           db, self.recurrent_bias()))
         return self.native_grads(dW, dU, db)   # db (2, 3u) with reset_after
 
     def recurrent_grads(self, S, ws, grads):
