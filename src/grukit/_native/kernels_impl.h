@@ -416,6 +416,48 @@ static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL 
     }
 }
 
+/* With the tiled products (B >= VLEN), the input product runs inside the step loop instead of
+ * before it: x_t W comes out of the same tiles as h U, at their speed, into the step's contiguous
+ * gate block, with no pass over a projection buffer of all steps. The step's x_t, (B, D), is
+ * transposed into xT (D, B) first. */
+typedef struct {
+    SFX(packed) W;   /* W^T, (G, D) */
+    REAL *xT;
+} SFX(inputs);
+
+static int SFX(fuse_inputs)(SFX(inputs) *in, int64_t G, int64_t D, const REAL *W, int64_t B)
+{
+    in->xT = NULL;
+    in->W = SFX(pack)(1, G, D, W, G, B);
+    if (!in->W.panels) return 0;
+    in->xT = malloc((size_t)(D * B) * sizeof(REAL));
+    if (in->xT) return 1;
+    SFX(unpack)(&in->W);
+    return 0;
+}
+
+static void SFX(unfuse_inputs)(SFX(inputs) *in)
+{
+    SFX(unpack)(&in->W);
+    free(in->xT);
+    in->xT = NULL;
+}
+
+/* a (G, B) = x_t W + b, plus b2 on the first n2 rows */
+static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t D, int64_t B,
+                             const REAL *b, const REAL *b2, int64_t n2, REAL *a)
+{
+    const int64_t G = in->W.M;
+    int64_t j, c, k;
+    for (c = 0; c < B; c++)
+        for (k = 0; k < D; k++) in->xT[k * B + c] = x_t[c * D + k];
+    for (j = 0; j < G; j++) {
+        REAL v = (b ? b[j] : 0) + (b2 && j < n2 ? b2[j] : 0);
+        for (c = 0; c < B; c++) a[j * B + c] = v;
+    }
+    SFX(pgemm)(&in->W, B, in->xT, B, 1, a, B);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* GRU, gate order z, r, h. With reset_after, h~ = f(xh + r * hu), hu = h Uh + bh' (not kept: the
  * backward pass computes it again, which saves T steps' worth of memory for one more product per
@@ -436,33 +478,46 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
+    const REAL *x = P[10], *W = P[11], *bias = P[12];
     SFX(packed) PU = SFX(pack)(1, reset_after ? G : 2 * u, u, U, G, B),
                 PUh = SFX(pack)(1, reset_after ? 0 : u, u, U + 2 * u, G, reset_after ? 0 : B);
-    SFX(project)(T, B, I[6], G, P[10], P[11], P[12], b2, 2 * u, xp);
+    SFX(inputs) in;
+    const int fused = SFX(fuse_inputs)(&in, G, I[6], W, B);
+    if (!fused) SFX(project)(T, B, I[6], G, x, W, bias, b2, 2 * u, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step, *a_t = a;
         REAL *z = a_t, *r = a_t + n, *hh = a_t + 2 * n;
+        int64_t xr = xs.row;   /* x_t's row stride */
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
+        if (fused) {   /* x_t W + b (+ b2z, b2r) in a_t itself, read in place below */
+            SFX(step_inputs)(&in, x + t * B * I[6], I[6], B, bias, b2, 2 * u, a_t);
+            x_t = a_t;
+            xr = B;
+        }
         SFX(pgemm)(&PU, B, h_in, lh, 0, scratch, B);
         for (j = 0; j < 2 * u; j++)
-            for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * xs.row + b] + scratch[j * B + b];
+            for (b = 0; b < B; b++) a_t[j * B + b] = x_t[j * xr + b] + scratch[j * B + b];
         SFX(act)(ract, a_t, 2 * n);
         if (reset_after) {
             for (j = 0; j < u; j++) {
                 REAL c = b2h ? b2h[j] : 0;
                 for (b = 0; b < B; b++)
-                    hh[j * B + b] = x_t[(2 * u + j) * xs.row + b]
+                    hh[j * B + b] = x_t[(2 * u + j) * xr + b]
                                     + r[j * B + b] * (scratch[(2 * u + j) * B + b] + c);
             }
         } else {
             REAL *rh_t = rh + t * vs.step;
             for (j = 0; j < u; j++)
                 for (b = 0; b < B; b++) rh_t[j * vs.row + b] = r[j * B + b] * h_in[j * lh + b];
-            SFX(pgemm)(&PUh, B, rh_t, vs.row, 0, hh, B);  /* Uh^T (r h) */
-            for (j = 0; j < u; j++)
-                for (b = 0; b < B; b++) hh[j * B + b] += x_t[(2 * u + j) * xs.row + b];
+            if (fused) {
+                SFX(pgemm)(&PUh, B, rh_t, vs.row, 1, hh, B);   /* + Uh^T (r h) */
+            } else {
+                SFX(pgemm)(&PUh, B, rh_t, vs.row, 0, hh, B);
+                for (j = 0; j < u; j++)
+                    for (b = 0; b < B; b++) hh[j * B + b] += x_t[(2 * u + j) * xr + b];
+            }
         }
         SFX(act)(act, hh, n);
         for (j = 0; j < u; j++)
@@ -476,6 +531,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     }
     SFX(unpack)(&PU);
     SFX(unpack)(&PUh);
+    if (fused) SFX(unfuse_inputs)(&in);
 }
 
 /* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp.
@@ -588,7 +644,9 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
     SFX(packed) PU = SFX(pack)(1, G, u, U, G, B);
-    SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, xp);
+    SFX(inputs) in;
+    const int fused = SFX(fuse_inputs)(&in, G, I[5], P[10], B);
+    if (!fused) SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step;
@@ -596,9 +654,14 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
-        SFX(pgemm)(&PU, B, h_in, lh, 0, a_t, B);          /* U^T h */
-        for (j = 0; j < G; j++)
-            for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
+        if (fused) {   /* x_t W + b + U^T h */
+            SFX(step_inputs)(&in, (const REAL *)P[9] + t * B * I[5], I[5], B, P[11], 0, 0, a_t);
+            SFX(pgemm)(&PU, B, h_in, lh, 1, a_t, B);
+        } else {
+            SFX(pgemm)(&PU, B, h_in, lh, 0, a_t, B);          /* U^T h */
+            for (j = 0; j < G; j++)
+                for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
+        }
         SFX(act)(ract, a_t, 2 * n);
         SFX(act)(act, g, n);
         SFX(act)(ract, og, n);
@@ -618,6 +681,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
     }
     SFX(unpack)(&PU);
+    if (fused) SFX(unfuse_inputs)(&in);
 }
 
 /* dh, dc (u, B): in, dL/dh_T and dL/dc_T; out, the same for step 0.
@@ -696,20 +760,29 @@ SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     const SFX(strides) xs = SFX(span)(u, T, B), ss = SFX(span)(u, T + 1, B);
     int64_t t, j, b, lh;
     SFX(packed) PU = SFX(pack)(1, u, u, U, u, B);
-    SFX(project)(T, B, I[4], u, P[7], P[8], P[9], 0, 0, xp);
+    SFX(inputs) in;
+    const int fused = SFX(fuse_inputs)(&in, u, I[4], P[8], B);
+    if (!fused) SFX(project)(T, B, I[4], u, P[7], P[8], P[9], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * xs.step : 0, xs.row,
                                           u, B, &lh);
-        SFX(pgemm)(&PU, B, h_in, lh, 0, scratch, B);
-        for (j = 0; j < u; j++)
-            for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * xs.row + b];
+        if (fused) {   /* x_t W + b + U^T h */
+            SFX(step_inputs)(&in, (const REAL *)P[7] + t * B * I[4], I[4], B, P[9], 0, 0,
+                             scratch);
+            SFX(pgemm)(&PU, B, h_in, lh, 1, scratch, B);
+        } else {
+            SFX(pgemm)(&PU, B, h_in, lh, 0, scratch, B);
+            for (j = 0; j < u; j++)
+                for (b = 0; b < B; b++) scratch[j * B + b] += x_t[j * xs.row + b];
+        }
         SFX(act)(act, scratch, n);
         SFX(copy_rows)(scratch, B, h_new, ss.row, u, B);
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
     }
     SFX(unpack)(&PU);
+    if (fused) SFX(unfuse_inputs)(&in);
 }
 
 /* I: T, B, u, D, act
