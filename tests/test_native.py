@@ -122,8 +122,9 @@ def test_paths_agree_with_initial_state_and_dropout(cell, float64, rng):
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_paths_agree_in_float32(cell, rng):
-    x = rng.standard_normal((9, 20, 5)).astype(np.float32)
+@pytest.mark.parametrize("batch", [9, 40])   # 40: the tiled products (halves of 20 or not)
+def test_paths_agree_in_float32(cell, batch, rng):
+    x = rng.standard_normal((batch, 20, 5)).astype(np.float32)
     a, b = run_both(CELLS[cell], x, rng, return_sequences=True)
     assert_same(a, b, 2e-5)
 
@@ -471,17 +472,25 @@ def test_paths_agree_at_edge_shapes(shape, float64, rng):
 @pytest.mark.parametrize("batch", [19, 40])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_paths_agree_through_the_tiled_products(cell, batch, float64, rng):
-    """Batches of a vector width (8 float64 values) or more take kernels.c's tiled step products:
-    70 units give gate rows in several 16-row panels plus a partial one, backward products over
-    more than 256 gate rows come in two K blocks, and 19 or 40 columns leave a tail for gemm()."""
-    x = rng.standard_normal((batch, 3, 5))
-    mask = np.ones((batch, 3), bool)
+    """Batches of a vector width (8 float64 values) or more take kernels.c's tiled step products,
+    with x_t W inside the step loop: 70 units give gate rows in several 16-row panels plus a
+    partial one, backward products over more than 256 gate rows come in two K blocks, and 19 or
+    40 columns leave a tail for gemm(); with masks, then with initial states and dropout."""
+    B, T, D = batch, 3, 5
+    u = 300 if cell == "rnn" else 70
+    x = rng.standard_normal((B, T, D))
+    mask = np.ones((B, T), bool)
     mask[1, 2:] = False
-    make = {"gru": lambda **kw: GRU(70, **kw),
-            "gru_reset_before": lambda **kw: GRU(70, reset_after=False, **kw),
-            "lstm": lambda **kw: LSTM(70, **kw),
-            "rnn": lambda **kw: SimpleRNN(300, **kw)}[cell]
+    make = {"gru": lambda **kw: GRU(u, **kw),
+            "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
+            "lstm": lambda **kw: LSTM(u, **kw),
+            "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
     a, b = run_both(make, x, rng, mask=mask, return_sequences=True, return_state=True)
+    assert_same(a, b, 1e-11)
+    init = [rng.standard_normal((B, u)) for _ in range(2 if cell == "lstm" else 1)]
+    drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
+    a, b = run_both(make, x, rng, initial_state=init, dropout_masks=drop, return_sequences=True,
+                    return_state=True)
     assert_same(a, b, 1e-11)
 
 
