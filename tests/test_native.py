@@ -494,6 +494,25 @@ def test_paths_agree_through_the_tiled_products(cell, batch, float64, rng):
     assert_same(a, b, 1e-11)
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_inference_without_gates_agrees(cell, float64, rng):
+    """predict() runs the compiled loops without keeping each step's gates (Layer.infer); its
+    outputs match the NumPy loop's, and a trace afterwards, on reused buffers, still sees h."""
+    x = rng.standard_normal((40, 5, 3))
+    got, weights = [], None
+    for native in (True, False):
+        with path(native):
+            model = Sequential([CELLS[cell](return_sequences=True, input_shape=(5, 3))])
+            if weights is None:
+                weights = [rng.standard_normal(w.shape) * 0.5 for w in model.get_weights()]
+            model.set_weights(weights)
+            y = model.predict(x, batch_size=40, verbose=0)
+            got.append((y, model.layers[0].trace(x)["h"], model.predict(x[:9], verbose=0)))
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(got[0][0], got[0][1], rtol=1e-12, atol=1e-13)
+
+
 def test_bidirectional_and_first_layer_gradients_agree(float64, rng):
     from grukit.layers import Bidirectional
     x = rng.standard_normal((17, 4, 3))

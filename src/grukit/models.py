@@ -407,9 +407,12 @@ class Sequential:
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def _infer(self, x):
-        y, caches, _ = self._forward(x, False)
-        self._release(caches)
-        return y
+        """The stack's output alone: each layer's :meth:`~grukit.layers.Layer.infer`."""
+        mask = None
+        for layer in self.layers:
+            out_mask = layer.compute_mask(x, mask)
+            x, mask = layer.infer(x, mask=mask), out_mask
+        return x
 
     def predict_on_batch(self, x):
         x = self._check_x(x, "predict_on_batch")

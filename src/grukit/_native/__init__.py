@@ -40,7 +40,7 @@ _SOURCES = ("kernels.c", "kernels_impl.h")
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC",
                   "-std=c99"]
 _LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 7
+_ABI_VERSION = 8
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -305,7 +305,7 @@ def _check_gru_step(loops, dt, B, D):
         S, xp = np.zeros((u, 2, B), dt), np.empty((G, B), dt)
         S[:, 0] = h0
     a, scratch = np.empty((G, B), dt), np.empty((G, B), dt)
-    loops.gru_forward((1, B, u, 1, 0, 0, D),
+    loops.gru_forward((1, B, u, 1, 0, 0, D, 1),
                       (U, None, xp, S, a, None, scratch, None, None, None, x, W, None))
     got = S[1] if B == 1 else S[:, 1]
     h = h0.astype(np.float64)

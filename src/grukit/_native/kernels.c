@@ -48,7 +48,7 @@ double tanh(double) VECTOR_MATH;
 #define TILE_M 16
 #define KC_BYTES 16384
 
-#define ABI_VERSION 7
+#define ABI_VERSION 8
 #define MAX_ARGS 32
 
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3, ACT_HARD_SIGMOID = 4 };
@@ -107,9 +107,9 @@ typedef struct {
 } kernel_spec;
 
 static const kernel_spec KERNELS[] = {
-    {"gru_forward", gru_forward_f32, gru_forward_f64, 7, 13, 9},
+    {"gru_forward", gru_forward_f32, gru_forward_f64, 8, 13, 9},
     {"gru_backward", gru_backward_f32, gru_backward_f64, 7, 21, 12},
-    {"lstm_forward", lstm_forward_f32, lstm_forward_f64, 6, 12, 8},
+    {"lstm_forward", lstm_forward_f32, lstm_forward_f64, 7, 12, 8},
     {"lstm_backward", lstm_backward_f32, lstm_backward_f64, 6, 20, 11},
     {"rnn_forward", rnn_forward_f32, rnn_forward_f64, 5, 10, 6},
     {"rnn_backward", rnn_backward_f32, rnn_backward_f64, 5, 16, 8},

@@ -462,7 +462,7 @@ static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t D, int64_
 /* GRU, gate order z, r, h. With reset_after, h~ = f(xh + r * hu), hu = h Uh + bh' (not kept: the
  * backward pass computes it again, which saves T steps' worth of memory for one more product per
  * step); without, rh = r * h is kept and h~ = f(xh + (r * h) Uh).
- * I: T, B, u, reset_after, act, ract, D
+ * I: T, B, u, reset_after, act, ract, D, keep_gates (0: inference, xp need not hold the gates)
  * P: U, b2 (G) or NULL, xp (written), S, a, rh or NULL, scratch (G, B), rmask (u, B) or NULL,
  *    hd or NULL, keep or NULL, x, W, b (G) or NULL.
  * b is the input bias; b2 the recurrent one (reset_after): b2z, b2r go into xp, b2h into hu. */
@@ -527,7 +527,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
                 h_new[j * ss.row + b] = c + z[i] * (hv - c);
             }
         if (keep) SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
-        SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
+        if (I[7]) SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* gates for x_t */
     }
     SFX(unpack)(&PU);
     SFX(unpack)(&PUh);
@@ -630,7 +630,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 
 /* ------------------------------------------------------------------------------------------ */
 /* LSTM, Keras's gate order i, f, g (the candidate, Keras's c), o. tc[t] = f(c_t).
- * I: T, B, u, act, ract, D
+ * I: T, B, u, act, ract, D, keep_gates (0: inference, xp need not hold the gates)
  * P: U, xp (written), Sh, Sc, a, tc, rmask, hd, keep, x, W, b or NULL */
 static inline __attribute__((always_inline)) void
 SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
@@ -678,7 +678,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
             SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
             SFX(hold_masked)(keep + t * B, c, c_new, ss.row, u, B);
         }
-        SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* the gates replace x_t */
+        if (I[6]) SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* gates for x_t */
     }
     SFX(unpack)(&PU);
     if (fused) SFX(unfuse_inputs)(&in);

@@ -107,6 +107,13 @@ class Layer:
         """x -> (y, cache). ``mask`` (batch, time) of booleans marks the valid steps."""
         raise NotImplementedError
 
+    def infer(self, x, mask=None):
+        """The output alone, for inference: :meth:`forward` without training, its cache released
+        at once (a layer may skip what only a backward pass would need)."""
+        y, cache = self.forward(x, training=False, mask=mask)
+        self.release(cache)
+        return y
+
     def release(self, cache):
         """The caller is done with ``cache`` (its backward ran, or none will): a layer may reuse
         its buffers for the next call. Only the owner of a cache calls this (Sequential does)."""

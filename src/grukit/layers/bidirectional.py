@@ -144,6 +144,11 @@ class Bidirectional(Layer):
             y = ([y] if self.merge_mode else y) + sf + sb
         return y, (cf, cb, yf, yb)
 
+    def release(self, cache):
+        if cache is not None:
+            self.forward_layer.release(cache[0])
+            self.backward_layer.release(cache[1])
+
     def backward(self, dy, cache):
         cf, cb, yf, yb = cache
         n = self.forward_layer.cell.n_states

@@ -147,11 +147,12 @@ class GRUCell(Cell):
             ws["rh"] = alloc(self.span_shape(u, T, B), dt)   # r * h, every step
         return ws
 
-    def forward_native(self, fast, x_in, xp, Sn, ws, keep):
+    def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
         T, B, D = x_in.shape
         U = np.ascontiguousarray(self.params["recurrent_kernel"])
         W = np.ascontiguousarray(self.params["kernel"])
-        fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D),
+        fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D,
+                          int(gates)),
                          (U, self.recurrent_bias(), xp, Sn[0], ws["a"], ws.get("rh"),
                           ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in, W,
                           self.input_bias()))

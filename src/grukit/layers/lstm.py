@@ -52,9 +52,9 @@ class LSTMCell(Cell):
         return {"a": alloc((4 * u, B), dt), "tc": alloc((T, u, B), dt), "keras_order": True}
 
     # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
-    def forward_native(self, fast, x_in, xp, Sn, ws, keep):
+    def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
         T, B, D = x_in.shape
-        fast.lstm_forward((T, B, self.units, *self.native_codes(), D),
+        fast.lstm_forward((T, B, self.units, *self.native_codes(), D, int(gates)),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0], Sn[1],
                            ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                            np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))

@@ -323,11 +323,13 @@ class Recurrent(Layer):
         return draw(self.dropout, D), draw(self.recurrent_dropout, self.units)
 
     # ---- forward ----------------------------------------------------------------------------
-    def forward(self, x, training=False, mask=None, initial_state=None, dropout_masks=None):
+    def forward(self, x, training=False, mask=None, initial_state=None, dropout_masks=None,
+                _gates=True):
         """x (B, T, D) -> output, and the cache for :meth:`backward`.
 
         ``mask`` (B, T) marks valid steps; ``dropout_masks`` = (input, recurrent) fixes the masks
-        that training would draw (tests use it).
+        that training would draw (tests use it). ``_gates=False`` (:meth:`infer`): the compiled
+        loop does not keep each step's gates, so the cache serves no backward pass or trace.
         """
         B, T, D = x.shape
         if T == 0:
@@ -361,7 +363,7 @@ class Recurrent(Layer):
             keep = np.ascontiguousarray(m_tm[:, 0, :])                     # (T, B)
         fast = cell.native_loops(dt)
         if fast is not None:
-            return self._forward_native(fast, x_in, init, keep, drec, m_tm, din)
+            return self._forward_native(fast, x_in, init, keep, drec, m_tm, din, _gates)
         S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
@@ -379,14 +381,21 @@ class Recurrent(Layer):
         cache = (x_in, xp, S, ws, m_tm, din, None, None)
         return self._outputs(S, m_tm), cache
 
-    def _forward_native(self, fast, x_in, init, keep, drec, m_tm, din):
+    def infer(self, x, mask=None, initial_state=None):
+        y, cache = self.forward(x, training=False, mask=mask, initial_state=initial_state,
+                                _gates=False)
+        self.release(cache)
+        return y
+
+    def _forward_native(self, fast, x_in, init, keep, drec, m_tm, din, gates=True):
         """The compiled loop, over the whole batch or over two halves at once (see
         grukit._native.batch_parts); the cache holds one part per half."""
         T, B, _ = x_in.shape
         bounds = _native.batch_parts(B)
         if len(bounds) == 1:   # the common case, without the machinery below
             part = self._forward_part(fast, x_in, keep, drec,
-                                      None if init is None else [np.asarray(s) for s in init])
+                                      None if init is None else [np.asarray(s) for s in init],
+                                      gates)
             part["b"] = (0, B)
             if self.stateful:
                 self.states = [s[-1].T.copy() for s in part["S"]]
@@ -400,7 +409,7 @@ class Recurrent(Layer):
                 return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
             return self._forward_part(fast, cut(x_in, 1), cut(keep, 1), cut(drec, 0),
                                       None if init is None else [cut(np.asarray(s), 0)
-                                                                 for s in init])
+                                                                 for s in init], gates)
         parts = _native.run_parts([lambda b0=b0, b1=b1: run(b0, b1) for b0, b1 in bounds])
         for p, b in zip(parts, bounds):
             p["b"] = b
@@ -413,8 +422,9 @@ class Recurrent(Layer):
                else np.concatenate(outs))
         return out, (x_in, parts, None, None, m_tm, din, fast, keep)
 
-    def _forward_part(self, fast, x_in, keep, drec, init):
-        """One part of the batch through the compiled loop: its buffers, in a dict."""
+    def _forward_part(self, fast, x_in, keep, drec, init, gates=True):
+        """One part of the batch through the compiled loop: its buffers, in a dict (``gates``:
+        whether the GRU and LSTM loops keep each step's gates, for a backward pass or a trace)."""
         cell, u = self.cell, self.units
         T, B, _ = x_in.shape
         dt, alloc = x_in.dtype, self._alloc
@@ -431,7 +441,7 @@ class Recurrent(Layer):
         if drec is not None:
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
-        cell.forward_native(fast, x_in, xp, Sn, ws, keep)
+        cell.forward_native(fast, x_in, xp, Sn, ws, keep, gates)
         # the GRU and LSTM loops leave each step's gates in xp: a (T, G, B) view of them
         ws["gates"] = xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1 else xp.reshape(T, G, 1)
         return {"x": x_in, "keep": keep, "S": S, "ws": ws}
@@ -640,5 +650,7 @@ class Recurrent(Layer):
     def __call__(self, x, training=False, mask=None, initial_state=None):
         x = self._prepare(x)
         check_finite(f"{self.name} input", x)
+        if not training:
+            return self.infer(x, mask=mask, initial_state=initial_state)
         y, _ = self.forward(x, training=training, mask=mask, initial_state=initial_state)
         return y

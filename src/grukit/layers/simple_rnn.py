@@ -22,7 +22,7 @@ class SimpleRNNCell(Cell):
     def native_workspace(self, T, B, dt, alloc):
         return {"T": T, "scratch": alloc((self.units, B), dt)}
 
-    def forward_native(self, fast, x_in, xp, Sn, ws, keep):
+    def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):   # keeps no gates
         T, B, D = x_in.shape
         fast.rnn_forward((T, B, self.units, self.native_codes()[0], D),
                          (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0],
