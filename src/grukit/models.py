@@ -99,9 +99,11 @@ class Sequential:
                 layer.params_rebound()
         # the layers whose weights are constrained after each update
         self._constrained = [layer for layer in self.layers if layer.param_constraints]
-        self._grad_slots = {}
+        # per layer, where its gradients go: (param name, view into _gflat, regularizer or None)
+        slots = {id(layer): [] for layer in self.layers}
         for layer, k, view in self._gviews:
-            self._grad_slots.setdefault(id(layer), []).append((k, view))
+            slots[id(layer)].append((k, view, layer.param_regularizers.get(k)))
+        self._grad_slots = [slots[id(layer)] for layer in self.layers]
 
     def _ensure_built(self, x=None):
         if self.built:
@@ -234,21 +236,21 @@ class Sequential:
         return total
 
     def _backward(self, dy, caches):
-        slots = self._grad_slots
         first = self.layers[0]
-        for layer, (cache, y) in zip(reversed(self.layers), reversed(caches)):
+        for layer, (cache, y), slots in zip(reversed(self.layers), reversed(caches),
+                                            reversed(self._grad_slots)):
             if y is not None:
                 dy = dy + layer.activity_regularizer.grad(y) / y.dtype.type(len(y))
             if layer is first:   # the data needs no gradient
                 dy, grads = None, layer.backward_params(dy, cache)
             else:
                 dy, grads = layer.backward(dy, cache)
-            for k, view in slots.get(id(layer), ()):
-                if not layer.trainable:
+            if not layer.trainable:
+                for _, view, _ in slots:
                     view[...] = 0.0
-                    continue
+                continue
+            for k, view, reg in slots:
                 view[...] = grads[k]
-                reg = layer.param_regularizers.get(k)
                 if reg is not None:
                     view += reg.grad(layer.params[k])
 
@@ -387,6 +389,8 @@ class Sequential:
         return self._results(float(loss), y, y_pred, return_dict)
 
     def _results(self, loss, y, y_pred, return_dict):
+        if not (self._metric_ids or return_dict):
+            return loss
         mets = self._make_metrics(y, y_pred.shape)
         out = {"loss": loss}
         for m in mets:

@@ -6,6 +6,8 @@ Every random draw in grukit (initializers, shuffling, dropout) comes from the ge
 >>> from grukit.utils import set_random_seed
 >>> set_random_seed(42)   # the same seed gives an identical run
 """
+import math
+
 import numpy as np
 
 _RNG = np.random.default_rng()
@@ -51,7 +53,7 @@ def check_finite(name: str, a: np.ndarray) -> None:
     """Raise a ValueError naming ``name`` when ``a`` holds NaN or infinity."""
     # one reduction first: a NaN or infinity makes the sum non-finite (so, rarely, does overflow of
     # large finite values; the exact count below then finds nothing)
-    if a.dtype.kind == "f" and not np.isfinite(np.add.reduce(a, axis=None)):
+    if a.dtype.kind == "f" and not math.isfinite(np.add.reduce(a.ravel())):
         bad = int(a.size - np.isfinite(a).sum())
         if bad == 0:
             return

@@ -126,6 +126,8 @@ class Layer:
                 self.param_constraints[k] = con
 
     def regularization_loss(self):
+        if not self.param_regularizers:
+            return 0
         return sum(reg(self.params[k]) for k, reg in self.param_regularizers.items()
                    if k in self.params)
 

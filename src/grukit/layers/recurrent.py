@@ -346,13 +346,15 @@ class Recurrent(Layer):
             m_tm = None if m_tm is None else m_tm[::-1]
         if dropout_masks is None and training and (self.dropout or self.recurrent_dropout):
             dropout_masks = self.dropout_masks(B, D, dt)
-        din, drec = dropout_masks if dropout_masks is not None else (None, None)
-        for name, m, shape in (("input", din, (B, D)), ("recurrent", drec, (B, u))):
-            if m is not None and np.shape(m) != shape:
-                raise ValueError(f"{self.name}: the {name} dropout mask must have shape {shape}, "
-                                 f"got {np.shape(m)}.")
-        din = None if din is None else np.asarray(din, dt)
-        drec = None if drec is None else np.asarray(drec, dt)
+        din = drec = None
+        if dropout_masks is not None:
+            din, drec = dropout_masks
+            for name, m, shape in (("input", din, (B, D)), ("recurrent", drec, (B, u))):
+                if m is not None and np.shape(m) != shape:
+                    raise ValueError(f"{self.name}: the {name} dropout mask must have shape "
+                                     f"{shape}, got {np.shape(m)}.")
+            din = None if din is None else np.asarray(din, dt)
+            drec = None if drec is None else np.asarray(drec, dt)
         x_in = x_tm if din is None else x_tm * din
         init = self._initial_states(initial_state, B)
         keep = None
@@ -499,11 +501,10 @@ class Recurrent(Layer):
         x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
         T, B, D = x_in.shape
+        u = self.units
+        dfinal = ()
         if self.return_state:
             dy, *dfinal = dy
-        else:
-            dfinal = [None] * cell.n_states
-        u = self.units
         want = (B, T, u) if self.return_sequences else (B, u)
         if np.shape(dy) != want:
             raise ValueError(f"{self.name}: the output gradient must have the output's shape "
