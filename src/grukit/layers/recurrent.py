@@ -470,16 +470,20 @@ class Recurrent(Layer):
         the arithmetic at the medium sizes. Outputs are always copies, never these buffers."""
         if cache is None or cache[6] is None:
             return
-        pool = self._pool
+        pool, pooled = self._pool, self._POOLED
         for part in cache[1]:
             ws = part["ws"]
             if "released" in ws:
                 continue
             ws["released"] = True
-            buffers = [a for k, a in ws.items() if k in self._POOLED and a is not None]
-            for a in buffers + ws["Sn"]:
-                free = pool.setdefault((a.shape, a.dtype), [])
-                if len(free) < 2:
+            for a in [ws[k] for k in ws if k in pooled] + ws["Sn"]:
+                if a is None:
+                    continue
+                key = (a.shape, a.dtype)
+                free = pool.get(key)
+                if free is None:
+                    pool[key] = [a]
+                elif len(free) < 2:
                     free.append(a)
         while len(pool) > 12:                       # shapes that stopped coming: forget them
             pool.pop(next(iter(pool)))
