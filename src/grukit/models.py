@@ -99,10 +99,14 @@ class Sequential:
                 layer.params_rebound()
         # the layers whose weights are constrained after each update
         self._constrained = [layer for layer in self.layers if layer.param_constraints]
-        # per layer, where its gradients go: (param name, view into _gflat, regularizer or None)
-        slots = {id(layer): [] for layer in self.layers}
+        # per layer, where its gradients go ({param name: view into _gflat}) and the
+        # regularizers that add to them ([(param name, regularizer)])
+        slots = {id(layer): ({}, []) for layer in self.layers}
         for layer, k, view in self._gviews:
-            slots[id(layer)].append((k, view, layer.param_regularizers.get(k)))
+            out, regs = slots[id(layer)]
+            out[k] = view
+            if k in layer.param_regularizers:
+                regs.append((k, layer.param_regularizers[k]))
         self._grad_slots = [slots[id(layer)] for layer in self.layers]
 
     def _ensure_built(self, x=None):
@@ -237,22 +241,19 @@ class Sequential:
 
     def _backward(self, dy, caches):
         first = self.layers[0]
-        for layer, (cache, y), slots in zip(reversed(self.layers), reversed(caches),
-                                            reversed(self._grad_slots)):
+        for layer, (cache, y), (out, regs) in zip(reversed(self.layers), reversed(caches),
+                                                  reversed(self._grad_slots)):
             if y is not None:
                 dy = dy + layer.activity_regularizer.grad(y) / y.dtype.type(len(y))
-            if layer is first:   # the data needs no gradient
-                dy, grads = None, layer.backward_params(dy, cache)
-            else:
-                dy, grads = layer.backward(dy, cache)
+            input_grad = layer is not first   # the data needs no gradient
             if not layer.trainable:
-                for _, view, _ in slots:
+                dy = layer.backward(dy, cache)[0] if input_grad else None
+                for view in out.values():
                     view[...] = 0.0
                 continue
-            for k, view, reg in slots:
-                view[...] = grads[k]
-                if reg is not None:
-                    view += reg.grad(layer.params[k])
+            dy = layer.backward_into(dy, cache, out, input_grad)
+            for k, reg in regs:
+                out[k] += reg.grad(layer.params[k])
 
     def _loss(self, y, y_pred, mask, caches):
         """(total loss with penalties, dL/dy_pred); a sequence output's mask weights its steps."""

@@ -158,10 +158,10 @@ class GRUCell(Cell):
                           ws.get("rh"), ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                           W, self.input_bias()))
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
         ws["tmp"] = alloc((u, B), x_in.dtype)
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),

@@ -38,8 +38,9 @@ them in the usual (T+1, u, B) order), so that each weight gradient is one matrix
 batch of one they are time-major instead (:meth:`Cell.span_shape`):
     ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
     ``forward_native(fast, x_in, xp, Sn, ws, keep)``   xp = x W + b, then every step forward
-    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc)``  every step back, and the
-                                     weight gradients: returns grads; dL/dxp overwrites ws["xp"]
+    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out)``  every step back, and
+                                     the weight gradients (into out's arrays, by name, where
+                                     given): returns grads; dL/dxp overwrites ws["xp"]
 With two cores, a batch of 16 or more runs as two halves on two threads
 (:func:`grukit._native.batch_parts`), each through these same calls.
 ``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
@@ -156,17 +157,20 @@ class Cell:
     def native_codes(self):
         return self._codes
 
-    def native_buffers(self, x_in, keep, carried_rows, ws, alloc):
+    def native_buffers(self, x_in, keep, carried_rows, ws, alloc, out=None):
         """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (the bias's shape)
-        or None; and its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
+        or None, in the arrays of ``out`` (every parameter's, by name) or else in new ones; and
+        its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
         (carried_rows, B) buffer that masked steps need (None without a mask)."""
         T, B, D = x_in.shape
         G, dt = self.gates * self.units, x_in.dtype
         ws["d"] = alloc((G, B), dt)
         ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
-        return (np.empty((D, G), dt), np.empty((self.units, G), dt),
-                np.empty(self.bias_shape(), dt) if self.use_bias else None, ws["d"],
-                ws["carried"])
+        if out is None:
+            out = {"kernel": np.empty((D, G), dt), "recurrent_kernel": np.empty((self.units, G), dt)}
+            if self.use_bias:
+                out["bias"] = np.empty(self.bias_shape(), dt)
+        return out["kernel"], out["recurrent_kernel"], out.get("bias"), ws["d"], ws["carried"]
 
     @staticmethod
     def native_grads(dW, dU, db):
@@ -498,9 +502,13 @@ class Recurrent(Layer):
         """The weight gradients alone: dL/dx, a (T*B, D) x (D, G) product, is not computed."""
         return self.backward_states(dy, cache, input_grad=False)[1]
 
-    def backward_states(self, dy, cache, input_grad=True):
+    def _backward_out(self, dy, cache, out, input_grad):
+        return self.backward_states(dy, cache, input_grad, out)[:2]
+
+    def backward_states(self, dy, cache, input_grad=True, out=None):
         """As :meth:`backward`, plus the gradients with respect to the initial states
-        (dx is None when ``input_grad`` is False)."""
+        (dx is None when ``input_grad`` is False). The compiled loop over an unsplit batch
+        writes the weight gradients into the arrays of ``out`` (by name) where given."""
         # the compiled loop's cache holds its batch parts where the NumPy loop's holds xp
         x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
@@ -529,7 +537,7 @@ class Recurrent(Layer):
             dS[0] += dy.T
             dy_tm = None
         if fast is not None:
-            dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad)
+            dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad, out)
         else:
             dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad)
         dS = [d.T for d in dS]
@@ -541,7 +549,7 @@ class Recurrent(Layer):
             dx_tm = dx_tm[::-1]
         return dx_tm.transpose(1, 0, 2), grads, dS
 
-    def _backward_native(self, fast, parts, dS, dy_tm, input_grad):
+    def _backward_native(self, fast, parts, dS, dy_tm, input_grad, out=None):
         """The compiled backward of each part of the batch (two at once when it was split);
         returns dL/dx (T, B, D) or None, the weight gradients, dL/d(initial states) (u, B)."""
         cell = self.cell
@@ -549,7 +557,7 @@ class Recurrent(Layer):
             p = parts[0]
             dx = np.empty(p["x"].shape, p["x"].dtype) if input_grad else None
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
-                                            self._alloc), dS
+                                            self._alloc, out), dS
 
         def run(p):
             b0, b1 = p["b"]
