@@ -44,7 +44,10 @@ class Loss:
         return self.value_and_grad(y_true, y_pred, mask)[0]
 
     def targets(self, y_true, p):
-        return same_rank(np.asarray(y_true).astype(p.dtype, copy=False), p)
+        y = np.asarray(y_true)
+        if y.dtype != p.dtype:
+            y = y.astype(p.dtype)
+        return y if y.shape == p.shape else same_rank(y, p)
 
     def value_and_grad(self, y_true, y_pred, mask=None):
         p = np.asarray(y_pred)
@@ -52,7 +55,7 @@ class Loss:
         rows, drows = self._rows(y, p)
         if mask is None:
             w = 1.0 / rows.size
-            return rows.sum() * w, drows * p.dtype.type(w)
+            return np.add.reduce(rows, axis=None) * w, drows * p.dtype.type(w)   # rows.sum()
         m = np.broadcast_to(np.asarray(mask, p.dtype), rows.shape)
         scale = 1.0 / (float(m.sum()) + EPSILON)
         return (rows * m).sum() * scale, drows * (m * p.dtype.type(scale))[..., None]

@@ -184,8 +184,8 @@ class Sequential:
         first = self.layers[0] if self.layers else None
         if x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: x must be numeric, got dtype {x.dtype}.")
-        if not (first is not None and first.integer_input):
-            x = x.astype(config.dtype(), copy=False)
+        if not (first is not None and first.integer_input) and x.dtype != config.dtype():
+            x = x.astype(config.dtype())
         check_finite(f"{what}: x", x)
         want = None
         if first is not None and first.input_ndim is not None:
@@ -211,8 +211,8 @@ class Sequential:
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: y must be numeric, got dtype {y.dtype}.")
-        if y.dtype.kind == "f":
-            y = y.astype(config.dtype(), copy=False)
+        if y.dtype.kind == "f" and y.dtype != config.dtype():
+            y = y.astype(config.dtype())
         check_finite(f"{what}: y", y)
         if len(x) != len(y):
             raise ValueError(f"{what}: x and y have different lengths ({len(x)} and {len(y)} "
@@ -383,9 +383,11 @@ class Sequential:
 
     def train_on_batch(self, x, y, return_dict=False):
         """One optimizer step on one batch; returns the loss (and metrics) on it."""
-        self._require_compiled("train_on_batch")
+        if self.loss is None:
+            self._require_compiled("train_on_batch")
         x, y = self._check_xy(x, y, "train_on_batch")
-        self._ensure_built(x)
+        if not self.built:
+            self._ensure_built(x)
         loss, y_pred = self._train_step(x, y)
         return self._results(float(loss), y, y_pred, return_dict)
 

@@ -443,13 +443,13 @@ class Recurrent(Layer):
         return {"x": x_in, "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
-        h = S[0][1:]                                                        # (T, u, B)
         if self.return_sequences:
+            h = S[0][1:]                                                    # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
                 h = h * m_tm
             y = np.array(h.transpose(2, 0, 1), order="C")                   # (B, T, u)
         else:
-            y = np.array(h[-1].T, order="C")
+            y = S[0][-1].T.copy()
         if self.return_state:
             return [y] + [np.array(s[-1].T, order="C") for s in S]
         return y
@@ -518,7 +518,7 @@ class Recurrent(Layer):
         if self.return_state:
             dy, *dfinal = dy
         want = (B, T, u) if self.return_sequences else (B, u)
-        if np.shape(dy) != want:
+        if (dy.shape if isinstance(dy, np.ndarray) else np.shape(dy)) != want:
             raise ValueError(f"{self.name}: the output gradient must have the output's shape "
                              f"{want}, got {np.shape(dy)}.")
         for d in dfinal:
