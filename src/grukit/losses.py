@@ -20,7 +20,7 @@ eps = 1e-7, as Keras's backend epsilon. Clipped entries get no gradient, as in K
 """
 import numpy as np
 
-from .utils import resolve
+from .utils import operand, resolve
 
 EPSILON = 1e-7
 
@@ -55,7 +55,7 @@ class Loss:
         rows, drows = self._rows(y, p)
         if mask is None:
             w = 1.0 / rows.size
-            return np.add.reduce(rows, axis=None) * w, drows * p.dtype.type(w)   # rows.sum()
+            return np.add.reduce(rows, axis=None) * w, drows * operand(w, p.dtype)   # rows.sum()
         m = np.broadcast_to(np.asarray(mask, p.dtype), rows.shape)
         scale = 1.0 / (float(m.sum()) + EPSILON)
         return (rows * m).sum() * scale, drows * (m * p.dtype.type(scale))[..., None]
@@ -74,7 +74,8 @@ class MeanSquaredError(Loss):
     def _rows(self, y, p):
         e = p - y
         f = p.shape[-1]
-        return np.add.reduce(e * e, axis=-1) / f, e * (2.0 / f)
+        return (np.add.reduce(e * e, axis=-1) / operand(f, p.dtype),
+                e * operand(2.0 / f, p.dtype))
 
 
 class MeanAbsoluteError(Loss):

@@ -65,6 +65,24 @@ def check_finite(name: str, a: np.ndarray) -> None:
                          "before passing it in.")
 
 
+_OPERANDS = {}
+
+
+def operand(value, dtype):
+    """The Python number ``value`` as the other operand of an array of type ``dtype``: for a float
+    type a 0-d array of it, made once, which gives the same result (NumPy converts the number to
+    the array's float type too) and which NumPy takes faster; for other types the number."""
+    if dtype.kind != "f":
+        return value
+    key = (value, dtype)
+    a = _OPERANDS.get(key)
+    if a is None:
+        if len(_OPERANDS) >= 256:
+            _OPERANDS.clear()
+        a = _OPERANDS[key] = np.array(value, dtype)
+    return a
+
+
 def resolve(kind: str, registry: dict, value):
     """Look ``value`` up in ``registry`` when it is a string, with an error that lists the choices."""
     if isinstance(value, str):

@@ -254,7 +254,7 @@ class Recurrent(Layer):
         self.states = None   # the carried states of a stateful layer
         self.unroll = bool(unroll)   # accepted for Keras compatibility; the loop is the same
         self.zero_output_for_mask = bool(zero_output_for_mask)
-        self._pool = {}   # (shape, dtype) -> free buffers of released caches (compiled path)
+        self._pool = {}   # shape -> free buffers of released caches (compiled path)
 
     def _make_cell(self, activation, recurrent_activation, use_bias):
         raise NotImplementedError
@@ -459,13 +459,18 @@ class Recurrent(Layer):
 
     def _alloc(self, shape, dt):
         """An uninitialised buffer: one a released cache gave back, or a new one (two halves of
-        a batch may ask at once: list.pop is atomic, the test before it is not)."""
-        free = self._pool.get((shape, dt))
+        a batch may ask at once: list.pop is atomic, the test before it is not). The pool is
+        keyed by shape alone: its buffers have the layer's float type, and one of another type
+        (the layer was built again since) is dropped."""
+        free = self._pool.get(shape)
         if free:
             try:
-                return free.pop()
+                a = free.pop()
             except IndexError:
                 pass
+            else:
+                if a.dtype == dt:
+                    return a
         return np.empty(shape, dt)
 
     def release(self, cache):
@@ -483,7 +488,7 @@ class Recurrent(Layer):
             for a in [ws[k] for k in ws if k in pooled] + ws["Sn"]:
                 if a is None:
                     continue
-                key = (a.shape, a.dtype)
+                key = a.shape
                 free = pool.get(key)
                 if free is None:
                     pool[key] = [a]
