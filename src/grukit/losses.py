@@ -27,14 +27,13 @@ EPSILON = 1e-7
 
 def same_rank(y, p):
     """Keras's squeeze-or-expand: reshape y to p's shape when they differ by a trailing axis of 1."""
-    if y.shape != p.shape and y.size == p.size and (
-            (y.shape[:-1] == p.shape and y.shape[-1] == 1)
-            or (p.shape[:-1] == y.shape and p.shape[-1] == 1)):
-        y = y.reshape(p.shape)
-    if y.shape != p.shape:
-        raise ValueError(f"y_true of shape {y.shape} does not match y_pred of shape {p.shape}; "
-                         "give targets with the model's output shape.")
-    return y
+    ys, ps = y.shape, p.shape
+    if ys == ps:
+        return y
+    if y.size == p.size and ((ys[:-1] == ps and ys[-1] == 1) or (ps[:-1] == ys and ps[-1] == 1)):
+        return y.reshape(ps)
+    raise ValueError(f"y_true of shape {ys} does not match y_pred of shape {ps}; give targets "
+                     "with the model's output shape.")
 
 
 class Loss:

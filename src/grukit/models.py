@@ -340,13 +340,15 @@ class Sequential:
                   cbs):
         n = len(x)
         g = rng()
-        # only callbacks that look at batches are called per batch
-        batch_cbs = [cb for cb in cbs if type(cb).on_train_batch_end
-                     is not callbacks_module.Callback.on_train_batch_end]
+        # only callbacks that look at batches are called per batch (and at epoch starts, those
+        # that look at them)
+        batch_cbs, begin_cbs = ([cb for cb in cbs if getattr(type(cb), hook)
+                                 is not getattr(callbacks_module.Callback, hook)]
+                                for hook in ("on_train_batch_end", "on_epoch_begin"))
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
-            for cb in cbs:
+            for cb in begin_cbs:
                 cb.on_epoch_begin(epoch)
             order = g.permutation(n) if shuffle else None
             mets = self._make_metrics(y, self._shapes[-1])

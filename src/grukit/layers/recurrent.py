@@ -500,20 +500,25 @@ class Recurrent(Layer):
     # ---- backward ---------------------------------------------------------------------------
     def backward(self, dy, cache):
         """dy like the output -> (dx (B, T, D), grads). With return_state, dy is a list."""
-        dx, grads, _ = self.backward_states(dy, cache)
-        return dx, grads
+        return self._backward(dy, cache, True)[:2]
 
     def backward_params(self, dy, cache):
         """The weight gradients alone: dL/dx, a (T*B, D) x (D, G) product, is not computed."""
-        return self.backward_states(dy, cache, input_grad=False)[1]
+        return self._backward(dy, cache, False)[1]
 
     def _backward_out(self, dy, cache, out, input_grad):
-        return self.backward_states(dy, cache, input_grad, out)[:2]
+        return self._backward(dy, cache, input_grad, out)[:2]
 
-    def backward_states(self, dy, cache, input_grad=True, out=None):
+    def backward_states(self, dy, cache, input_grad=True):
         """As :meth:`backward`, plus the gradients with respect to the initial states
-        (dx is None when ``input_grad`` is False). The compiled loop over an unsplit batch
-        writes the weight gradients into the arrays of ``out`` (by name) where given."""
+        (dx is None when ``input_grad`` is False)."""
+        dx, grads, dS = self._backward(dy, cache, input_grad)
+        return dx, grads, [d.T for d in dS]
+
+    def _backward(self, dy, cache, input_grad, out=None):
+        """(dx, grads, dL/d(initial states) as (units, B) arrays). The compiled loop over an
+        unsplit batch writes the weight gradients into the arrays of ``out`` (by name) where
+        given."""
         # the compiled loop's cache holds its batch parts where the NumPy loop's holds xp
         x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
@@ -545,7 +550,6 @@ class Recurrent(Layer):
             dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad, out)
         else:
             dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad)
-        dS = [d.T for d in dS]
         if not input_grad:
             return None, grads, dS
         if din is not None:
