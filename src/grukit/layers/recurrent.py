@@ -438,8 +438,6 @@ class Recurrent(Layer):
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
         cell.forward_native(fast, x_in, xp, Sn, ws, keep)
-        # the GRU and LSTM loops leave each step's gates in xp: a (T, G, B) view of them
-        ws["gates"] = xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1 else xp.reshape(T, G, 1)
         return {"x": x_in, "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
@@ -634,6 +632,11 @@ class Recurrent(Layer):
         if cache[6] is None:
             values = [self.cell.trace(cache[2], cache[3])]
         else:   # the compiled loop: one dict per part of the batch
+            G = self.cell.gates * self.units
+            for p in cache[1]:   # the GRU and LSTM loops leave each step's gates in xp
+                (T, B, _), xp = p["x"].shape, p["ws"]["xp"]
+                p["ws"]["gates"] = (xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1
+                                    else xp.reshape(T, G, 1))           # (T, G, B)
             values = [self.cell.trace(p["S"], p["ws"]) for p in cache[1]]
         out = {}
         for name in values[0]:
