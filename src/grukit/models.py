@@ -341,10 +341,11 @@ class Sequential:
         n = len(x)
         g = rng()
         # only callbacks that look at batches are called per batch (and at epoch starts, those
-        # that look at them)
-        batch_cbs, begin_cbs = ([cb for cb in cbs if getattr(type(cb), hook)
-                                 is not getattr(callbacks_module.Callback, hook)]
-                                for hook in ("on_train_batch_end", "on_epoch_begin"))
+        # that look at them): those whose hook is not Callback's no-op
+        def hooked(hook):
+            base = getattr(callbacks_module.Callback, hook)
+            return [cb for cb in cbs if getattr(getattr(cb, hook), "__func__", None) is not base]
+        batch_cbs, begin_cbs = hooked("on_train_batch_end"), hooked("on_epoch_begin")
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
