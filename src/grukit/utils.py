@@ -6,6 +6,7 @@ Every random draw in grukit (initializers, shuffling, dropout) comes from the ge
 >>> from grukit.utils import set_random_seed
 >>> set_random_seed(42)   # the same seed gives an identical run
 """
+import functools
 import math
 
 import numpy as np
@@ -65,22 +66,12 @@ def check_finite(name: str, a: np.ndarray) -> None:
                          "before passing it in.")
 
 
-_OPERANDS = {}
-
-
+@functools.lru_cache(maxsize=256, typed=True)
 def operand(value, dtype):
     """The Python number ``value`` as the other operand of an array of type ``dtype``: for a float
     type a 0-d array of it, made once, which gives the same result (NumPy converts the number to
     the array's float type too) and which NumPy takes faster; for other types the number."""
-    if dtype.kind != "f":
-        return value
-    key = (value, dtype)
-    a = _OPERANDS.get(key)
-    if a is None:
-        if len(_OPERANDS) >= 256:
-            _OPERANDS.clear()
-        a = _OPERANDS[key] = np.array(value, dtype)
-    return a
+    return np.array(value, dtype) if dtype.kind == "f" else value
 
 
 def resolve(kind: str, registry: dict, value):
