@@ -541,8 +541,8 @@ class Recurrent(Layer):
             dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0), dtype=x_in.dtype)  # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
                 dy_tm = dy_tm * m_tm          # a new array: dy_tm may be a view of the caller's
-        else:
-            dS[0] += dy.T
+        else:   # the transpose copied first: an add across memory layouts costs more
+            dS[0] += np.ascontiguousarray(dy.T)
             dy_tm = None
         if fast is not None:
             dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad, out)
