@@ -281,6 +281,31 @@ def test_optimizer_options_are_checked():
         optimizers.Adam(lr=0.1)
 
 
+def test_adam_hyperparameters_changed_between_steps_take_effect():
+    """Adam keeps its constants for the float type between steps; a changed beta or epsilon
+    must still apply from the next step on, as in a fresh optimizer that resumes the state."""
+    x, y = data()
+
+    def first_step():
+        set_random_seed(3)
+        model = seed_model()
+        model.train_on_batch(x, y)
+        return model
+    changed = first_step()
+    opt = changed.optimizer
+    opt.beta_1, opt.beta_2, opt.epsilon = 0.5, 0.9, 1e-3
+    changed.train_on_batch(x, y)
+    ref = first_step()
+    state = ref.optimizer.get_state()
+    ref.optimizer = optimizers.Adam(beta_1=0.5, beta_2=0.9, epsilon=1e-3)
+    ref.optimizer.set_state(state)
+    ref.train_on_batch(x, y)
+    unchanged = first_step()
+    unchanged.train_on_batch(x, y)
+    assert all(np.array_equal(a, b) for a, b in zip(changed.get_weights(), ref.get_weights()))
+    assert not np.array_equal(changed.get_weights()[0], unchanged.get_weights()[0])
+
+
 def test_activation_layer_and_config_roundtrip():
     model = Sequential([LSTM(4, input_shape=(3, 2), return_sequences=True), GRU(3, reset_after=False),
                         Dense(2), Activation("softmax")])

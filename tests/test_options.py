@@ -208,3 +208,18 @@ def test_bidirectional_in_a_model_roundtrip(rng):
     clone.set_weights(model.get_weights())
     assert np.array_equal(clone.predict(x), model.predict(x))
     assert len(model.get_weights()) == 2 * 3 + 2 * 3 + 2   # forward then backward, per layer
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_follows_a_new_bias_array(reset_after, rng):
+    """A GRU keeps views of its bias rows between calls; a new bias array (a model moving the
+    weights into its flat buffer makes one) must be the one the next call uses."""
+    x = rng.standard_normal((3, 5, 2)).astype(np.float32)
+    layer = GRU(4, reset_after=reset_after, bias_initializer="ones")
+    before = layer(x)
+    layer.params["bias"] = layer.params["bias"] * 0.5
+    ref = GRU(4, reset_after=reset_after)
+    ref(x)
+    ref.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(layer(x), ref(x))
+    assert not np.array_equal(layer(x), before)

@@ -9,6 +9,7 @@ import numpy as np
 
 _FLOATX = "float32"
 _ALLOWED = ("float32", "float64")
+_DTYPES = {name: np.dtype(name) for name in _ALLOWED}
 
 
 def floatx() -> str:
@@ -26,5 +27,5 @@ def set_floatx(value: str) -> None:
 
 def dtype() -> np.dtype:
     """The current float type as a NumPy dtype."""
-    return np.dtype(_FLOATX)
+    return _DTYPES[_FLOATX]
 

@@ -20,21 +20,20 @@ eps = 1e-7, as Keras's backend epsilon. Clipped entries get no gradient, as in K
 """
 import numpy as np
 
-from .utils import resolve
+from .utils import operand, resolve
 
 EPSILON = 1e-7
 
 
 def same_rank(y, p):
     """Keras's squeeze-or-expand: reshape y to p's shape when they differ by a trailing axis of 1."""
-    if y.shape != p.shape and y.size == p.size and (
-            (y.shape[:-1] == p.shape and y.shape[-1] == 1)
-            or (p.shape[:-1] == y.shape and p.shape[-1] == 1)):
-        y = y.reshape(p.shape)
-    if y.shape != p.shape:
-        raise ValueError(f"y_true of shape {y.shape} does not match y_pred of shape {p.shape}; "
-                         "give targets with the model's output shape.")
-    return y
+    ys, ps = y.shape, p.shape
+    if ys == ps:
+        return y
+    if y.size == p.size and ((ys[:-1] == ps and ys[-1] == 1) or (ps[:-1] == ys and ps[-1] == 1)):
+        return y.reshape(ps)
+    raise ValueError(f"y_true of shape {ys} does not match y_pred of shape {ps}; give targets "
+                     "with the model's output shape.")
 
 
 class Loss:
@@ -44,7 +43,10 @@ class Loss:
         return self.value_and_grad(y_true, y_pred, mask)[0]
 
     def targets(self, y_true, p):
-        return same_rank(np.asarray(y_true).astype(p.dtype, copy=False), p)
+        y = np.asarray(y_true)
+        if y.dtype != p.dtype:
+            y = y.astype(p.dtype)
+        return y if y.shape == p.shape else same_rank(y, p)
 
     def value_and_grad(self, y_true, y_pred, mask=None):
         p = np.asarray(y_pred)
@@ -52,7 +54,7 @@ class Loss:
         rows, drows = self._rows(y, p)
         if mask is None:
             w = 1.0 / rows.size
-            return rows.sum() * w, drows * p.dtype.type(w)
+            return np.add.reduce(rows, axis=None) * w, drows * operand(w, p.dtype)   # rows.sum()
         m = np.broadcast_to(np.asarray(mask, p.dtype), rows.shape)
         scale = 1.0 / (float(m.sum()) + EPSILON)
         return (rows * m).sum() * scale, drows * (m * p.dtype.type(scale))[..., None]
@@ -71,7 +73,8 @@ class MeanSquaredError(Loss):
     def _rows(self, y, p):
         e = p - y
         f = p.shape[-1]
-        return np.add.reduce(e * e, axis=-1) / f, e * (2.0 / f)
+        return (np.add.reduce(e * e, axis=-1) / operand(f, p.dtype),
+                e * operand(2.0 / f, p.dtype))
 
 
 class MeanAbsoluteError(Loss):

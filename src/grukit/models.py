@@ -99,9 +99,15 @@ class Sequential:
                 layer.params_rebound()
         # the layers whose weights are constrained after each update
         self._constrained = [layer for layer in self.layers if layer.param_constraints]
-        self._grad_slots = {}
+        # per layer, where its gradients go ({param name: view into _gflat}) and the
+        # regularizers that add to them ([(param name, regularizer)])
+        slots = {id(layer): ({}, []) for layer in self.layers}
         for layer, k, view in self._gviews:
-            self._grad_slots.setdefault(id(layer), []).append((k, view))
+            out, regs = slots[id(layer)]
+            out[k] = view
+            if k in layer.param_regularizers:
+                regs.append((k, layer.param_regularizers[k]))
+        self._grad_slots = [slots[id(layer)] for layer in self.layers]
 
     def _ensure_built(self, x=None):
         if self.built:
@@ -178,8 +184,8 @@ class Sequential:
         first = self.layers[0] if self.layers else None
         if x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: x must be numeric, got dtype {x.dtype}.")
-        if not (first is not None and first.integer_input):
-            x = x.astype(config.dtype(), copy=False)
+        if not (first is not None and first.integer_input) and x.dtype != config.dtype():
+            x = x.astype(config.dtype())
         check_finite(f"{what}: x", x)
         want = None
         if first is not None and first.input_ndim is not None:
@@ -205,8 +211,8 @@ class Sequential:
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: y must be numeric, got dtype {y.dtype}.")
-        if y.dtype.kind == "f":
-            y = y.astype(config.dtype(), copy=False)
+        if y.dtype.kind == "f" and y.dtype != config.dtype():
+            y = y.astype(config.dtype())
         check_finite(f"{what}: y", y)
         if len(x) != len(y):
             raise ValueError(f"{what}: x and y have different lengths ({len(x)} and {len(y)} "
@@ -234,23 +240,20 @@ class Sequential:
         return total
 
     def _backward(self, dy, caches):
-        slots = self._grad_slots
         first = self.layers[0]
-        for layer, (cache, y) in zip(reversed(self.layers), reversed(caches)):
+        for layer, (cache, y), (out, regs) in zip(reversed(self.layers), reversed(caches),
+                                                  reversed(self._grad_slots)):
             if y is not None:
                 dy = dy + layer.activity_regularizer.grad(y) / y.dtype.type(len(y))
-            if layer is first:   # the data needs no gradient
-                dy, grads = None, layer.backward_params(dy, cache)
-            else:
-                dy, grads = layer.backward(dy, cache)
-            for k, view in slots.get(id(layer), ()):
-                if not layer.trainable:
+            input_grad = layer is not first   # the data needs no gradient
+            if not layer.trainable:
+                dy = layer.backward(dy, cache)[0] if input_grad else None
+                for view in out.values():
                     view[...] = 0.0
-                    continue
-                view[...] = grads[k]
-                reg = layer.param_regularizers.get(k)
-                if reg is not None:
-                    view += reg.grad(layer.params[k])
+                continue
+            dy = layer.backward_into(dy, cache, out, input_grad)
+            for k, reg in regs:
+                out[k] += reg.grad(layer.params[k])
 
     def _loss(self, y, y_pred, mask, caches):
         """(total loss with penalties, dL/dy_pred); a sequence output's mask weights its steps."""
@@ -337,13 +340,16 @@ class Sequential:
                   cbs):
         n = len(x)
         g = rng()
-        # only callbacks that look at batches are called per batch
-        batch_cbs = [cb for cb in cbs if type(cb).on_train_batch_end
-                     is not callbacks_module.Callback.on_train_batch_end]
+        # only callbacks that look at batches are called per batch (and at epoch starts, those
+        # that look at them): those whose hook is not Callback's no-op
+        def hooked(hook):
+            base = getattr(callbacks_module.Callback, hook)
+            return [cb for cb in cbs if getattr(getattr(cb, hook), "__func__", None) is not base]
+        batch_cbs, begin_cbs = hooked("on_train_batch_end"), hooked("on_epoch_begin")
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
-            for cb in cbs:
+            for cb in begin_cbs:
                 cb.on_epoch_begin(epoch)
             order = g.permutation(n) if shuffle else None
             mets = self._make_metrics(y, self._shapes[-1])
@@ -355,7 +361,7 @@ class Sequential:
                     xb, yb = x[b * batch_size:(b + 1) * batch_size], y[b * batch_size:(b + 1) * batch_size]
                 else:
                     idx = order[b * batch_size:(b + 1) * batch_size]
-                    xb, yb = x[idx], y[idx]
+                    xb, yb = x.take(idx, axis=0), y.take(idx, axis=0)   # x[idx], at less cost
                 loss, y_pred = self._train_step(xb, yb)
                 loss_sum += float(loss) * len(xb)
                 for m in mets:
@@ -380,13 +386,17 @@ class Sequential:
 
     def train_on_batch(self, x, y, return_dict=False):
         """One optimizer step on one batch; returns the loss (and metrics) on it."""
-        self._require_compiled("train_on_batch")
+        if self.loss is None:
+            self._require_compiled("train_on_batch")
         x, y = self._check_xy(x, y, "train_on_batch")
-        self._ensure_built(x)
+        if not self.built:
+            self._ensure_built(x)
         loss, y_pred = self._train_step(x, y)
         return self._results(float(loss), y, y_pred, return_dict)
 
     def _results(self, loss, y, y_pred, return_dict):
+        if not (self._metric_ids or return_dict):
+            return loss
         mets = self._make_metrics(y, y_pred.shape)
         out = {"loss": loss}
         for m in mets:

@@ -93,17 +93,29 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, amsgrad
         if amsgrad:
             self.slot_names = ("m", "v", "vhat")
+        self._consts = (None,)
+
+    def _constants(self, dtype):
+        """(1, beta_1, beta_2) in ``dtype``'s float type, and the compiled update's constants
+        [alpha, 1 - beta_1, 1 - beta_2, epsilon] (alpha written per step): made again only
+        when the dtype or a hyperparameter changes."""
+        key = (dtype, self.beta_1, self.beta_2, self.epsilon)
+        if self._consts[0] != key:
+            dt = dtype.type
+            self._consts = (key, dt(1), dt(self.beta_1), dt(self.beta_2),
+                            np.array([0, 1 - self.beta_1, 1 - self.beta_2, self.epsilon], dtype))
+        return self._consts[1:]
 
     def _update(self, w, g):
         m, v = self._slots["m"], self._slots["v"]
         t = self.iterations
         dt = w.dtype.type
+        one, beta_1, beta_2, consts = self._constants(w.dtype)
         # Keras's arithmetic, in the weights' float type: alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
-        alpha = dt(self.learning_rate) * np.sqrt(dt(1) - dt(self.beta_2) ** t) / (
-            dt(1) - dt(self.beta_1) ** t)
+        alpha = dt(self.learning_rate) * np.sqrt(one - beta_2 ** t) / (one - beta_1 ** t)
         fast = None if self.amsgrad else _native.loops(w.dtype, build=False)
         if fast is not None and w.flags.c_contiguous:   # the same update in one compiled pass
-            consts = np.array([alpha, 1 - self.beta_1, 1 - self.beta_2, self.epsilon], w.dtype)
+            consts[0] = alpha
             fast.adam_update((w.size,), (w, g, m, v, consts))
             return
         m += (g - m) * dt(1 - self.beta_1)

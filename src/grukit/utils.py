@@ -6,6 +6,9 @@ Every random draw in grukit (initializers, shuffling, dropout) comes from the ge
 >>> from grukit.utils import set_random_seed
 >>> set_random_seed(42)   # the same seed gives an identical run
 """
+import functools
+import math
+
 import numpy as np
 
 _RNG = np.random.default_rng()
@@ -49,14 +52,26 @@ def make_rng(seed=None) -> np.random.Generator:
 
 def check_finite(name: str, a: np.ndarray) -> None:
     """Raise a ValueError naming ``name`` when ``a`` holds NaN or infinity."""
-    # one reduction first: a NaN or infinity makes the sum non-finite (so, rarely, does overflow of
-    # large finite values; the exact count below then finds nothing)
-    if a.dtype.kind == "f" and not np.isfinite(np.add.reduce(a, axis=None)):
+    # one dot product first (cheaper than a sum's reduction): a NaN or infinity makes the sum of
+    # squares non-finite (so, rarely, does overflow of large finite values; the exact count
+    # below then finds nothing)
+    if a.dtype.kind != "f":
+        return
+    r = a.ravel()
+    if not math.isfinite(r.dot(r)):
         bad = int(a.size - np.isfinite(a).sum())
         if bad == 0:
             return
         raise ValueError(f"{name} holds {bad} NaN or infinite value(s); clean or impute the data "
                          "before passing it in.")
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def operand(value, dtype):
+    """The Python number ``value`` as the other operand of an array of type ``dtype``: for a float
+    type a 0-d array of it, made once, which gives the same result (NumPy converts the number to
+    the array's float type too) and which NumPy takes faster; for other types the number."""
+    return np.array(value, dtype) if dtype.kind == "f" else value
 
 
 def resolve(kind: str, registry: dict, value):

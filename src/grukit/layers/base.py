@@ -133,6 +133,8 @@ class Layer:
                 self.param_constraints[k] = con
 
     def regularization_loss(self):
+        if not self.param_regularizers:
+            return 0
         return sum(reg(self.params[k]) for k, reg in self.param_regularizers.items()
                    if k in self.params)
 
@@ -148,6 +150,24 @@ class Layer:
         """Only the parameter gradients: for a first layer, whose input (the data) needs no
         gradient. A layer may skip computing dL/dx here."""
         return self.backward(dy, cache)[1]
+
+    def backward_into(self, dy, cache, out, input_grad=True):
+        """The model's backward: returns dL/dx (None without ``input_grad``) and leaves the
+        parameter gradients in ``out`` (name -> array: views of the model's flat gradient
+        vector), which :meth:`_backward_out` may have written directly."""
+        dx, grads = self._backward_out(dy, cache, out, input_grad)
+        for k, a in out.items():
+            g = grads[k]
+            if g is not a:
+                a[...] = g
+        return dx
+
+    def _backward_out(self, dy, cache, out, input_grad):
+        """(dx, grads) for :meth:`backward_into`; a layer that can compute its gradients into
+        the arrays of ``out`` overrides this."""
+        if input_grad:
+            return self.backward(dy, cache)
+        return None, self.backward_params(dy, cache)
 
     # ---- weights ----------------------------------------------------------------------------
     @property

@@ -59,10 +59,12 @@ class Dense(Layer):
         x, y = cache
         dz = self.activation.backward(y, dy)          # dL/d(x W + b)
         W = self.params["kernel"]
-        x2, dz2 = x.reshape(-1, x.shape[-1]), dz.reshape(-1, dz.shape[-1])
+        x2, dz2 = x, dz
+        if x.ndim != 2:   # (..., D): the weight gradients sum over every leading axis
+            x2, dz2 = x.reshape(-1, x.shape[-1]), dz.reshape(-1, dz.shape[-1])
         grads = {"kernel": x2.T @ dz2}
         if self.use_bias:
-            grads["bias"] = dz2.sum(axis=0)
+            grads["bias"] = np.add.reduce(dz2, axis=0)   # dz2.sum(axis=0), one call fewer
         return dz @ W.T, grads
 
     def get_config(self):

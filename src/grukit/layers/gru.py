@@ -34,13 +34,22 @@ class GRUCell(Cell):
     def bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
-    def input_bias(self):
+    def biases(self):
+        """(input bias, recurrent bias): with reset_after the bias's two rows, else (bias, None).
+        The row views are made once per bias array (a model moving the weights into its flat
+        buffer gives the layer a new one, and the views follow)."""
         b = self.params.get("bias")
-        return b[0] if (b is not None and self.reset_after) else b
+        rows = self.__dict__.get("_bias_rows")
+        if rows is None or rows[0] is not b:
+            rows = self._bias_rows = (b, *((b[0], b[1]) if (b is not None and self.reset_after)
+                                           else (b, None)))
+        return rows[1:]
+
+    def input_bias(self):
+        return self.biases()[0]
 
     def recurrent_bias(self):
-        b = self.params.get("bias")
-        return b[1] if (b is not None and self.reset_after) else None
+        return self.biases()[1]
 
     def input_weights(self):
         """W and b, and with reset_after b'_z, b'_r added to b (they add to the same sums)."""
@@ -151,16 +160,16 @@ class GRUCell(Cell):
         T, B, D = x_in.shape
         U = np.ascontiguousarray(self.params["recurrent_kernel"])
         W = np.ascontiguousarray(self.params["kernel"])
+        b_in, b_rec = self.biases()
         fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D,
                           int(gates)),
-                         (U, self.recurrent_bias(), xp, Sn[0], ws["a"], ws.get("rh"),
-                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in, W,
-                          self.input_bias()))
+                         (U, b_rec, xp, Sn[0], ws["a"], ws.get("rh"), ws["scratch"],
+                          ws.get("rmask"), ws.get("hd"), keep, x_in, W, b_in))
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
         ws["tmp"] = alloc((u, B), x_in.dtype)
         if self.reset_after:
             ws["hu"] = alloc((u, B), x_in.dtype)   # one step's h Uh

@@ -59,10 +59,10 @@ class LSTMCell(Cell):
                            ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                            np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc, out)
         Sh, Sc = ws["Sn"]
         fast.lstm_backward((T, B, u, D, *self.native_codes()),
                            (np.ascontiguousarray(self.params["recurrent_kernel"]),

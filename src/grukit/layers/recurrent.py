@@ -38,8 +38,9 @@ them in the usual (T+1, u, B) order), so that each weight gradient is one matrix
 batch of one they are time-major instead (:meth:`Cell.span_shape`):
     ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
     ``forward_native(fast, x_in, xp, Sn, ws, keep)``   xp = x W + b, then every step forward
-    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc)``  every step back, and the
-                                     weight gradients: returns grads; dL/dxp overwrites ws["xp"]
+    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out)``  every step back, and
+                                     the weight gradients (into out's arrays, by name, where
+                                     given): returns grads; dL/dxp overwrites ws["xp"]
 With two cores, a batch of 16 or more runs as two halves on two threads
 (:func:`grukit._native.batch_parts`), each through these same calls.
 ``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
@@ -156,17 +157,20 @@ class Cell:
     def native_codes(self):
         return self._codes
 
-    def native_buffers(self, x_in, keep, carried_rows, ws, alloc):
+    def native_buffers(self, x_in, keep, carried_rows, ws, alloc, out=None):
         """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (the bias's shape)
-        or None; and its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
+        or None, in the arrays of ``out`` (every parameter's, by name) or else in new ones; and
+        its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
         (carried_rows, B) buffer that masked steps need (None without a mask)."""
         T, B, D = x_in.shape
         G, dt = self.gates * self.units, x_in.dtype
         ws["d"] = alloc((G, B), dt)
         ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
-        return (np.empty((D, G), dt), np.empty((self.units, G), dt),
-                np.empty(self.bias_shape(), dt) if self.use_bias else None, ws["d"],
-                ws["carried"])
+        if out is None:
+            out = {"kernel": np.empty((D, G), dt), "recurrent_kernel": np.empty((self.units, G), dt)}
+            if self.use_bias:
+                out["bias"] = np.empty(self.bias_shape(), dt)
+        return out["kernel"], out["recurrent_kernel"], out.get("bias"), ws["d"], ws["carried"]
 
     @staticmethod
     def native_grads(dW, dU, db):
@@ -250,7 +254,7 @@ class Recurrent(Layer):
         self.states = None   # the carried states of a stateful layer
         self.unroll = bool(unroll)   # accepted for Keras compatibility; the loop is the same
         self.zero_output_for_mask = bool(zero_output_for_mask)
-        self._pool = {}   # (shape, dtype) -> free buffers of released caches (compiled path)
+        self._pool = {}   # shape -> free buffers of released caches (compiled path)
 
     def _make_cell(self, activation, recurrent_activation, use_bias):
         raise NotImplementedError
@@ -348,13 +352,15 @@ class Recurrent(Layer):
             m_tm = None if m_tm is None else m_tm[::-1]
         if dropout_masks is None and training and (self.dropout or self.recurrent_dropout):
             dropout_masks = self.dropout_masks(B, D, dt)
-        din, drec = dropout_masks if dropout_masks is not None else (None, None)
-        for name, m, shape in (("input", din, (B, D)), ("recurrent", drec, (B, u))):
-            if m is not None and np.shape(m) != shape:
-                raise ValueError(f"{self.name}: the {name} dropout mask must have shape {shape}, "
-                                 f"got {np.shape(m)}.")
-        din = None if din is None else np.asarray(din, dt)
-        drec = None if drec is None else np.asarray(drec, dt)
+        din = drec = None
+        if dropout_masks is not None:
+            din, drec = dropout_masks
+            for name, m, shape in (("input", din, (B, D)), ("recurrent", drec, (B, u))):
+                if m is not None and np.shape(m) != shape:
+                    raise ValueError(f"{self.name}: the {name} dropout mask must have shape "
+                                     f"{shape}, got {np.shape(m)}.")
+            din = None if din is None else np.asarray(din, dt)
+            drec = None if drec is None else np.asarray(drec, dt)
         x_in = x_tm if din is None else x_tm * din
         init = self._initial_states(initial_state, B)
         keep = None
@@ -442,18 +448,16 @@ class Recurrent(Layer):
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
         cell.forward_native(fast, x_in, xp, Sn, ws, keep, gates)
-        # the GRU and LSTM loops leave each step's gates in xp: a (T, G, B) view of them
-        ws["gates"] = xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1 else xp.reshape(T, G, 1)
         return {"x": x_in, "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
-        h = S[0][1:]                                                        # (T, u, B)
         if self.return_sequences:
+            h = S[0][1:]                                                    # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
                 h = h * m_tm
             y = np.array(h.transpose(2, 0, 1), order="C")                   # (B, T, u)
         else:
-            y = np.array(h[-1].T, order="C")
+            y = S[0][-1].T.copy()
         if self.return_state:
             return [y] + [np.array(s[-1].T, order="C") for s in S]
         return y
@@ -463,13 +467,18 @@ class Recurrent(Layer):
 
     def _alloc(self, shape, dt):
         """An uninitialised buffer: one a released cache gave back, or a new one (two halves of
-        a batch may ask at once: list.pop is atomic, the test before it is not)."""
-        free = self._pool.get((shape, dt))
+        a batch may ask at once: list.pop is atomic, the test before it is not). The pool is
+        keyed by shape alone: its buffers have the layer's float type, and one of another type
+        (the layer was built again since) is dropped."""
+        free = self._pool.get(shape)
         if free:
             try:
-                return free.pop()
+                a = free.pop()
             except IndexError:
                 pass
+            else:
+                if a.dtype == dt:
+                    return a
         return np.empty(shape, dt)
 
     def release(self, cache):
@@ -478,16 +487,20 @@ class Recurrent(Layer):
         the arithmetic at the medium sizes. Outputs are always copies, never these buffers."""
         if cache is None or cache[6] is None:
             return
-        pool = self._pool
+        pool, pooled = self._pool, self._POOLED
         for part in cache[1]:
             ws = part["ws"]
             if "released" in ws:
                 continue
             ws["released"] = True
-            buffers = [a for k, a in ws.items() if k in self._POOLED and a is not None]
-            for a in buffers + ws["Sn"]:
-                free = pool.setdefault((a.shape, a.dtype), [])
-                if len(free) < 2:
+            for a in [ws[k] for k in ws if k in pooled] + ws["Sn"]:
+                if a is None:
+                    continue
+                key = a.shape
+                free = pool.get(key)
+                if free is None:
+                    pool[key] = [a]
+                elif len(free) < 2:
                     free.append(a)
         while len(pool) > 12:                       # shapes that stopped coming: forget them
             pool.pop(next(iter(pool)))
@@ -495,27 +508,35 @@ class Recurrent(Layer):
     # ---- backward ---------------------------------------------------------------------------
     def backward(self, dy, cache):
         """dy like the output -> (dx (B, T, D), grads). With return_state, dy is a list."""
-        dx, grads, _ = self.backward_states(dy, cache)
-        return dx, grads
+        return self._backward(dy, cache, True)[:2]
 
     def backward_params(self, dy, cache):
         """The weight gradients alone: dL/dx, a (T*B, D) x (D, G) product, is not computed."""
-        return self.backward_states(dy, cache, input_grad=False)[1]
+        return self._backward(dy, cache, False)[1]
+
+    def _backward_out(self, dy, cache, out, input_grad):
+        return self._backward(dy, cache, input_grad, out)[:2]
 
     def backward_states(self, dy, cache, input_grad=True):
         """As :meth:`backward`, plus the gradients with respect to the initial states
         (dx is None when ``input_grad`` is False)."""
+        dx, grads, dS = self._backward(dy, cache, input_grad)
+        return dx, grads, [d.T for d in dS]
+
+    def _backward(self, dy, cache, input_grad, out=None):
+        """(dx, grads, dL/d(initial states) as (units, B) arrays). The compiled loop over an
+        unsplit batch writes the weight gradients into the arrays of ``out`` (by name) where
+        given."""
         # the compiled loop's cache holds its batch parts where the NumPy loop's holds xp
         x_in, xp, S, ws, m_tm, din, fast, keep = cache
         cell = self.cell
         T, B, D = x_in.shape
+        u = self.units
+        dfinal = ()
         if self.return_state:
             dy, *dfinal = dy
-        else:
-            dfinal = [None] * cell.n_states
-        u = self.units
         want = (B, T, u) if self.return_sequences else (B, u)
-        if np.shape(dy) != want:
+        if (dy.shape if isinstance(dy, np.ndarray) else np.shape(dy)) != want:
             raise ValueError(f"{self.name}: the output gradient must have the output's shape "
                              f"{want}, got {np.shape(dy)}.")
         for d in dfinal:
@@ -530,14 +551,13 @@ class Recurrent(Layer):
             dy_tm = np.ascontiguousarray(dy.transpose(1, 2, 0), dtype=x_in.dtype)  # (T, u, B)
             if self.zero_output_for_mask and m_tm is not None:
                 dy_tm = dy_tm * m_tm          # a new array: dy_tm may be a view of the caller's
-        else:
-            dS[0] += dy.T
+        else:   # the transpose copied first: an add across memory layouts costs more
+            dS[0] += np.ascontiguousarray(dy.T)
             dy_tm = None
         if fast is not None:
-            dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad)
+            dx_tm, grads, dS = self._backward_native(fast, xp, dS, dy_tm, input_grad, out)
         else:
             dx_tm, grads = self._backward_numpy(x_in, xp, S, ws, m_tm, dS, dy_tm, input_grad)
-        dS = [d.T for d in dS]
         if not input_grad:
             return None, grads, dS
         if din is not None:
@@ -546,7 +566,7 @@ class Recurrent(Layer):
             dx_tm = dx_tm[::-1]
         return dx_tm.transpose(1, 0, 2), grads, dS
 
-    def _backward_native(self, fast, parts, dS, dy_tm, input_grad):
+    def _backward_native(self, fast, parts, dS, dy_tm, input_grad, out=None):
         """The compiled backward of each part of the batch (two at once when it was split);
         returns dL/dx (T, B, D) or None, the weight gradients, dL/d(initial states) (u, B)."""
         cell = self.cell
@@ -554,7 +574,7 @@ class Recurrent(Layer):
             p = parts[0]
             dx = np.empty(p["x"].shape, p["x"].dtype) if input_grad else None
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
-                                            self._alloc), dS
+                                            self._alloc, out), dS
 
         def run(p):
             b0, b1 = p["b"]
@@ -622,6 +642,11 @@ class Recurrent(Layer):
         if cache[6] is None:
             values = [self.cell.trace(cache[2], cache[3])]
         else:   # the compiled loop: one dict per part of the batch
+            G = self.cell.gates * self.units
+            for p in cache[1]:   # the GRU and LSTM loops leave each step's gates in xp
+                (T, B, _), xp = p["x"].shape, p["ws"]["xp"]
+                p["ws"]["gates"] = (xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1
+                                    else xp.reshape(T, G, 1))           # (T, G, B)
             values = [self.cell.trace(p["S"], p["ws"]) for p in cache[1]]
         out = {}
         for name in values[0]:

@@ -29,10 +29,10 @@ class SimpleRNNCell(Cell):
                           ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                           np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
         fast.rnn_backward((T, B, u, D, self.native_codes()[0]),
                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
                            np.ascontiguousarray(self.params["kernel"]), ws["xp"], ws["Sn"][0], d,
