@@ -97,8 +97,13 @@ class Sequential:
         for layer in self.layers:
             if hasattr(layer, "params_rebound"):
                 layer.params_rebound()
-        # the layers whose weights are constrained after each update
+        # the layers whose weights are constrained after each update; whether any has a weight
+        # penalty (its own regularization_loss counts as one)
         self._constrained = [layer for layer in self.layers if layer.param_constraints]
+        self._weight_penalties = any(
+            layer.param_regularizers
+            or type(layer).regularization_loss is not Layer.regularization_loss
+            for layer in self.layers)
         # per layer, where its gradients go ({param name: view into _gflat}) and the
         # regularizers that add to them ([(param name, regularizer)])
         slots = {id(layer): ({}, []) for layer in self.layers}
@@ -232,9 +237,10 @@ class Sequential:
 
     def _penalty(self, caches):
         """The regularization terms Keras adds to the loss: weights, and activity / batch size."""
-        total = 0.0
+        total, weights = 0.0, self._weight_penalties
         for layer, (_, y) in zip(self.layers, caches):
-            total += layer.regularization_loss()
+            if weights:
+                total += layer.regularization_loss()
             if y is not None:
                 total += layer.activity_regularizer(y) / len(y)
         return total

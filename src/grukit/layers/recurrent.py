@@ -167,7 +167,8 @@ class Cell:
         ws["d"] = alloc((G, B), dt)
         ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
         if out is None:
-            out = {"kernel": np.empty((D, G), dt), "recurrent_kernel": np.empty((self.units, G), dt)}
+            out = {"kernel": np.empty((D, G), dt),
+                   "recurrent_kernel": np.empty((self.units, G), dt)}
             if self.use_bias:
                 out["bias"] = np.empty(self.bias_shape(), dt)
         return out["kernel"], out["recurrent_kernel"], out.get("bias"), ws["d"], ws["carried"]
