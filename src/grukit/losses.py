@@ -46,7 +46,7 @@ class Loss:
         y = np.asarray(y_true)
         if y.dtype != p.dtype:
             y = y.astype(p.dtype)
-        return y if y.shape == p.shape else same_rank(y, p)
+        return same_rank(y, p)
 
     def value_and_grad(self, y_true, y_pred, mask=None):
         p = np.asarray(y_pred)

@@ -390,6 +390,13 @@ static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, co
     if (db) SFX(sums)(dxp, db, G, TB);
 }
 
+/* the bias of gate row g: b, plus b2 on the first n2 rows (GRU's b'z, b'r); either may be NULL.
+ * Called once per row, outside the loops over a row's values. */
+static inline REAL SFX(row_bias)(const REAL *b, const REAL *b2, int64_t n2, int64_t g)
+{
+    return (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
+}
+
 /* before the loop: xp = x W + b, plus b2 on the first n2 rows (GRU's b'z, b'r), in xp's layout */
 static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL *x, const REAL *W,
                          const REAL *b, const REAL *b2, int64_t n2, REAL *xp)
@@ -410,7 +417,7 @@ static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL 
         }
     } else {
         for (g = 0; g < G; g++) {
-            REAL c = (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
+            const REAL c = SFX(row_bias)(b, b2, n2, g);
             for (k = 0; k < TB; k++) xp[g * TB + k] += c;
         }
     }
@@ -452,7 +459,7 @@ static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t D, int64_
     for (c = 0; c < B; c++)
         for (k = 0; k < D; k++) in->xT[k * B + c] = x_t[c * D + k];
     for (j = 0; j < G; j++) {
-        REAL v = (b ? b[j] : 0) + (b2 && j < n2 ? b2[j] : 0);
+        const REAL v = SFX(row_bias)(b, b2, n2, j);
         for (c = 0; c < B; c++) a[j * B + c] = v;
     }
     SFX(pgemm)(&in->W, B, in->xT, B, 1, a, B);

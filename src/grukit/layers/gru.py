@@ -158,8 +158,7 @@ class GRUCell(Cell):
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
         T, B, D = x_in.shape
-        U = np.ascontiguousarray(self.params["recurrent_kernel"])
-        W = np.ascontiguousarray(self.params["kernel"])
+        U, W = self.native_weights()
         b_in, b_rec = self.biases()
         fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D,
                           int(gates)),
@@ -174,8 +173,7 @@ class GRUCell(Cell):
         if self.reset_after:
             ws["hu"] = alloc((u, B), x_in.dtype)   # one step's h Uh
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
-                          (np.ascontiguousarray(self.params["recurrent_kernel"]),
-                           np.ascontiguousarray(self.params["kernel"]), ws["xp"], ws["Sn"][0], ws["a"],
+                          (*self.native_weights(), ws["xp"], ws["Sn"][0], ws["a"],
                            ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
                            db, self.recurrent_bias()))

@@ -54,10 +54,10 @@ class LSTMCell(Cell):
     # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
         T, B, D = x_in.shape
+        U, W = self.native_weights()
         fast.lstm_forward((T, B, self.units, *self.native_codes(), D, int(gates)),
-                          (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0], Sn[1],
-                           ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep, x_in,
-                           np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
+                          (U, xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"),
+                           keep, x_in, W, self.params.get("bias")))
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
@@ -65,11 +65,10 @@ class LSTMCell(Cell):
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc, out)
         Sh, Sc = ws["Sn"]
         fast.lstm_backward((T, B, u, D, *self.native_codes()),
-                           (np.ascontiguousarray(self.params["recurrent_kernel"]),
-                            np.ascontiguousarray(self.params["kernel"]), ws["xp"], Sc, Sh, ws["a"],
+                           (*self.native_weights(), ws["xp"], Sc, Sh, ws["a"],
                             ws["tc"], d, carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
                             dS[0], dS[1], x_in, dx, dW, dU, db))
-        return self.native_grads(dW, dU, db)   # db (2, 3u) with reset_after
+        return self.native_grads(dW, dU, db)
 
     def step(self, t, xp, S, ws):
         u = self.units

@@ -37,7 +37,9 @@ feature-major over time, xp (G, T*B) and states (u, T+1, B) (``ws["Sn"]``; ``S[k
 them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product; for a
 batch of one they are time-major instead (:meth:`Cell.span_shape`):
     ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
-    ``forward_native(fast, x_in, xp, Sn, ws, keep)``   xp = x W + b, then every step forward
+    ``forward_native(fast, x_in, xp, Sn, ws, keep, gates)``   every step forward, x_t W + b
+                                     included; with ``gates`` the GRU and LSTM loops leave each
+                                     step's gates in xp for the backward pass (and trace)
     ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out)``  every step back, and
                                      the weight gradients (into out's arrays, by name, where
                                      given): returns grads; dL/dxp overwrites ws["xp"]
@@ -156,6 +158,11 @@ class Cell:
 
     def native_codes(self):
         return self._codes
+
+    def native_weights(self):
+        """(recurrent_kernel, kernel) as the compiled loops take them: C-contiguous."""
+        return (np.ascontiguousarray(self.params["recurrent_kernel"]),
+                np.ascontiguousarray(self.params["kernel"]))
 
     def native_buffers(self, x_in, keep, carried_rows, ws, alloc, out=None):
         """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (the bias's shape)
@@ -650,9 +657,10 @@ class Recurrent(Layer):
                                     else xp.reshape(T, G, 1))           # (T, G, B)
             values = [self.cell.trace(p["S"], p["ws"]) for p in cache[1]]
         out = {}
-        for name in values[0]:
+        for name in values[0]:   # concatenate copies: the buffers can go back to the pool
             v = np.concatenate([d[name] for d in values], axis=2).transpose(2, 0, 1)  # (B, T, u)
             out[name] = np.ascontiguousarray(v[:, ::-1] if self.go_backwards else v)
+        self.release(cache)
         return out
 
     # ---- config -----------------------------------------------------------------------------

@@ -24,21 +24,20 @@ class SimpleRNNCell(Cell):
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):   # keeps no gates
         T, B, D = x_in.shape
+        U, W = self.native_weights()
         fast.rnn_forward((T, B, self.units, self.native_codes()[0], D),
-                         (np.ascontiguousarray(self.params["recurrent_kernel"]), xp, Sn[0],
-                          ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
-                          np.ascontiguousarray(self.params["kernel"]), self.params.get("bias")))
+                         (U, xp, Sn[0], ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
+                          W, self.params.get("bias")))
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
         fast.rnn_backward((T, B, u, D, self.native_codes()[0]),
-                          (np.ascontiguousarray(self.params["recurrent_kernel"]),
-                           np.ascontiguousarray(self.params["kernel"]), ws["xp"], ws["Sn"][0], d,
-                           carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx,
-                           dW, dU, db))
-        return self.native_grads(dW, dU, db)   # db (2, 3u) with reset_after
+                          (*self.native_weights(), ws["xp"], ws["Sn"][0], d, carried,
+                           ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
+                           db))
+        return self.native_grads(dW, dU, db)
 
     def step(self, t, xp, S, ws):
         h_new = S[0][t + 1]
