@@ -494,6 +494,38 @@ def test_paths_agree_through_the_tiled_products(cell, batch, float64, rng):
     assert_same(a, b, 1e-11)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("units", [20, 40])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_weight_gradients_through_wgrad(cell, units, dtype, rng):
+    """With 256 or more columns over all steps (T*B) and a vector's width of features, kernels.c
+    computes the weight gradients with its own products (wgrad): 20 or 40 units are padded to
+    whole vectors (an even and an odd count of them), the gate rows end in a partial tile, 600
+    columns come in two whole blocks and a partial one, and x's 17 features (dL/dW) are padded too.
+    The NumPy loop's gradients are the reference; dropout and a mask take the paths' other
+    branches."""
+    from grukit import config
+    B, T, D, u = 20, 30, 17, units
+    old = config.floatx()
+    config.set_floatx(dtype)
+    try:
+        x = rng.standard_normal((B, T, D)).astype(dtype)
+        mask = np.ones((B, T), bool)
+        mask[3, 25:] = False
+        drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
+        make = {"gru": lambda **kw: GRU(u, **kw),
+                "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
+                "lstm": lambda **kw: LSTM(u, **kw),
+                "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
+        for kw in ({}, {"mask": mask, "dropout_masks": drop}):
+            a, b = run_both(make, x, rng, return_sequences=True, **kw)
+            # 30 steps with weights of this size amplify rounding differences (to 2e-11 in
+            # float64); an error in the products shows at order 1
+            assert_same(a, b, 1e-9 if dtype == "float64" else 1e-3)
+    finally:
+        config.set_floatx(old)
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_inference_without_gates_agrees(cell, float64, rng):
     """predict() runs the compiled loops without keeping each step's gates (Layer.infer); its

@@ -38,9 +38,9 @@ _SOURCES = ("kernels.c", "kernels_impl.h")
 # fast-math for vectorised reductions and libm calls, but not its finite-math assumption: NaNs
 # must come out as they do from NumPy (kernels.c declares the vector exp/tanh itself)
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC",
-                  "-std=c99"]
-_LINK_LIBS = ["-lmvec", "-lm"]   # glibc's vector exp/tanh; without it the compiler goes scalar
-_ABI_VERSION = 8
+                  "-std=gnu11", "-pthread"]
+_LINK_LIBS = ["-lmvec", "-lm", "-pthread"]   # glibc's vector exp/tanh; without it the compiler goes scalar
+_ABI_VERSION = 9
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -210,10 +210,12 @@ def _thread_controls(lib):
 # two halves, one per thread, each with single-threaded BLAS: the per-step products are too
 # small for BLAS's own threads to pay (they wait on each other every step), while the halves
 # never wait for each other until the end. Used when BLAS may use two or more threads (so
-# threadpoolctl's limits hold) and each half has at least MIN_HALF sequences.
+# threadpoolctl's limits hold) and each half has at least MIN_HALF sequences. Both halves'
+# Python runs on the caller's thread; their kernel calls are collected and then run together by
+# kernels.c (run_parts), the second half on its worker thread, with no GIL or Python thread pool
+# between them.
 MIN_HALF = 8
 _split_lock = threading.Lock()
-_worker = []
 
 
 def batch_parts(B):
@@ -227,36 +229,46 @@ def batch_parts(B):
     return [(0, h), (h, B)]
 
 
+_defer = threading.local()   # .calls: a list that kernel calls go to instead of running
+
+
 def run_parts(calls):
     """Run the calls (one per part of the batch) and return their results in order: one call
-    here; two at once, the second on a worker thread, with BLAS held to one thread meanwhile
-    (when grukit can set BLAS's threads; a thread count set elsewhere meanwhile is undone)."""
+    here; two at once otherwise. Each call runs here, in Python, with its kernel calls collected
+    instead of run (every call must leave its results to its kernels, which is what the
+    recurrent layers' parts do); then the module's ``run_parts`` runs the two parts' kernels
+    together, the second part on a worker thread, without the GIL, with BLAS held to one thread
+    meanwhile (when grukit can set BLAS's threads; a thread count set elsewhere meanwhile is
+    undone)."""
     if len(calls) == 1:
         return [calls[0]()]
-    from concurrent.futures import ThreadPoolExecutor
+    if len(calls) != 2:
+        raise ValueError(f"run_parts takes one or two parts, got {len(calls)}")
+    module = library()
     controls = _state.get("threads")
+    results, queued = [], []
+    try:
+        for call in calls:
+            _defer.calls = []
+            results.append(call())
+            queued.append(tuple(_defer.calls))
+    finally:
+        _defer.calls = None
     with _split_lock:   # one split at a time: BLAS's thread count is process-wide
-        if not _worker:
-            _worker.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="grukit"))
         before = controls[0]() if controls else None
         if controls:
             controls[1](1)
         try:
-            future = _worker[0].submit(calls[1])
-            try:
-                first = calls[0]()
-            finally:
-                second = future.result()   # wait for the worker even if the first half failed
+            module.run_parts(tuple(queued))
         finally:
             if controls:
                 controls[1](before)
-    return [first, second]
+    return results
 
 
 def _after_fork_in_child():
-    """A forked child has the parent's executor but not its thread: start afresh."""
+    """A forked child may have been forked while a split held the lock: start afresh."""
     global _split_lock
-    _worker.clear()
     _split_lock = threading.Lock()
 
 
@@ -278,7 +290,11 @@ class Loops:
     @staticmethod
     def _entry(run, index, f64):
         def call(ints, arrays):
-            run(index, f64, ints, arrays)
+            queue = getattr(_defer, "calls", None)
+            if queue is not None:   # collected by run_parts
+                queue.append((index, f64, ints, arrays))
+            else:
+                run(index, f64, ints, arrays)
         return call
 
 

@@ -4,12 +4,16 @@
  * The math is that of layers/gru.py, layers/lstm.py and layers/simple_rnn.py. What this file adds
  * is one call per sequence instead of a dozen NumPy calls per step, elementwise loops the compiler
  * vectorises (exp and tanh included, through the C library's vector math), and weight gradients
- * as one matrix product over all steps. Matrix products go to the BLAS that NumPy itself uses:
- * grukit/_native/__init__.py finds its cblas_sgemm/cblas_dgemm and hands them to set_blas().
+ * as one matrix product over all steps. Matrix products go to the BLAS that NumPy itself uses
+ * (grukit/_native/__init__.py finds its cblas_sgemm/cblas_dgemm and hands them to set_blas()),
+ * except where kernels_impl.h's own tiles (AVX-512) were measured faster: the step products and
+ * the weight gradients.
  *
  * kernels_impl.h holds the loops; it is included once per floating-point type. From Python:
  *   run(kernel_index, is_float64, ints, arrays)   arrays: C-contiguous buffers of the type (masks
  *                                                  bool or uint8), or None where optional
+ *   run_parts((calls, calls))                      two parts of a batch at once, each a tuple of
+ *                                                  (kernel_index, is_float64, ints, arrays)
  *   kernels()                                      the kernel names, in index order
  *   set_blas(sgemm_address, dgemm_address, ilp64) and abi_version()
  */
@@ -19,6 +23,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
+#include <stdatomic.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 
 /* Vector exp and tanh. glibc's libmvec has them, but math.h declares them only under
  * -ffast-math's finite-math assumption, which would let the compiler drop NaNs (a diverged
@@ -48,7 +56,7 @@ double tanh(double) VECTOR_MATH;
 #define TILE_M 16
 #define KC_BYTES 16384
 
-#define ABI_VERSION 8
+#define ABI_VERSION 9
 #define MAX_ARGS 32
 
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3, ACT_HARD_SIGMOID = 4 };
@@ -117,44 +125,53 @@ static const kernel_spec KERNELS[] = {
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
 
-static PyObject *py_run(PyObject *self, PyObject *args)
-{
-    int kid, f64, a, nviews = 0;
-    PyObject *ints, *arrays;
+/* One kernel call's arguments, parsed from Python: the buffers stay held until release_call(). */
+typedef struct {
+    const kernel_spec *k;
+    int f64, nviews;
     int64_t I[MAX_ARGS];
     void *P[MAX_ARGS];
     Py_buffer views[MAX_ARGS];
+} call_args;
+
+static void release_call(call_args *c)
+{
+    while (c->nviews > 0) PyBuffer_Release(&c->views[--c->nviews]);
+}
+
+/* (kernel_index, is_float64, ints, arrays) -> c; 0, or -1 with an exception set */
+static int parse_call(call_args *c, int kid, int f64, PyObject *ints, PyObject *arrays)
+{
+    int a;
     const kernel_spec *k;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "ipO!O!", &kid, &f64, &PyTuple_Type, &ints, &PyTuple_Type,
-                          &arrays))
-        return NULL;
+    c->nviews = 0;
     if (kid < 0 || kid >= N_KERNELS) {
         PyErr_Format(PyExc_ValueError, "no kernel %d", kid);
-        return NULL;
+        return -1;
     }
-    k = &KERNELS[kid];
-    if (PyTuple_GET_SIZE(ints) != k->n_ints || PyTuple_GET_SIZE(arrays) != k->n_arrays) {
-        PyErr_Format(PyExc_TypeError, "%s takes %d integers and %d arrays, got %zd and %zd",
-                     k->name, k->n_ints, k->n_arrays, PyTuple_GET_SIZE(ints),
-                     PyTuple_GET_SIZE(arrays));
-        return NULL;
+    k = c->k = &KERNELS[kid];
+    c->f64 = f64;
+    if (!PyTuple_Check(ints) || !PyTuple_Check(arrays) || PyTuple_GET_SIZE(ints) != k->n_ints
+        || PyTuple_GET_SIZE(arrays) != k->n_arrays) {
+        PyErr_Format(PyExc_TypeError, "%s takes a tuple of %d integers and one of %d arrays",
+                     k->name, k->n_ints, k->n_arrays);
+        return -1;
     }
     for (a = 0; a < k->n_ints; a++) {
-        I[a] = PyLong_AsLongLong(PyTuple_GET_ITEM(ints, a));
-        if (I[a] == -1 && PyErr_Occurred()) return NULL;
+        c->I[a] = PyLong_AsLongLong(PyTuple_GET_ITEM(ints, a));
+        if (c->I[a] == -1 && PyErr_Occurred()) return -1;
     }
     for (a = 0; a < k->n_arrays; a++) {
         PyObject *obj = PyTuple_GET_ITEM(arrays, a);
-        Py_buffer *v = &views[nviews];
+        Py_buffer *v = &c->views[c->nviews];
         const char *fmt;
         char want, got;
         if (obj == Py_None) {
-            P[a] = NULL;
+            c->P[a] = NULL;
             continue;
         }
         if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto fail;
-        nviews++;
+        c->nviews++;
         fmt = v->format ? v->format : "B";
         got = fmt[strlen(fmt) - 1];   /* '<f' and 'f' alike */
         want = a == k->mask_arg ? 'B' : (f64 ? 'd' : 'f');
@@ -163,16 +180,202 @@ static PyObject *py_run(PyObject *self, PyObject *args)
                          k->name, a, fmt, want);
             goto fail;
         }
-        P[a] = v->buf;
+        c->P[a] = v->buf;
     }
-    Py_BEGIN_ALLOW_THREADS
-    (f64 ? k->f64 : k->f32)(I, P);
-    Py_END_ALLOW_THREADS
-    while (nviews > 0) PyBuffer_Release(&views[--nviews]);
-    Py_RETURN_NONE;
+    return 0;
 fail:
-    while (nviews > 0) PyBuffer_Release(&views[--nviews]);
+    release_call(c);
+    return -1;
+}
+
+static void exec_call(const call_args *c) { (c->f64 ? c->k->f64 : c->k->f32)(c->I, c->P); }
+
+static PyObject *py_run(PyObject *self, PyObject *args)
+{
+    int kid, f64;
+    PyObject *ints, *arrays;
+    call_args c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ipO!O!", &kid, &f64, &PyTuple_Type, &ints, &PyTuple_Type,
+                          &arrays))
+        return NULL;
+    if (parse_call(&c, kid, f64, ints, arrays) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    exec_call(&c);
+    Py_END_ALLOW_THREADS
+    release_call(&c);
+    Py_RETURN_NONE;
+}
+
+/* ---- two parts of a batch at once ----------------------------------------------------------
+ * run_parts((calls of part 0, calls of part 1)): part 1's calls go to a worker thread while this
+ * thread runs part 0's, without the GIL. The worker is started on first use and kept; after a job
+ * it polls for the next one for SPIN_NS before it sleeps on a condition variable, so that a
+ * forward pass followed by a backward pass (or the next batch) finds it awake. Whichever thread
+ * is free first claims part 1: with the worker descheduled (a busy machine), the caller runs both
+ * parts itself and loses nothing but the claim. A forked child starts a worker of its own. */
+#define MAX_CALLS 8
+#define SPIN_NS 200000
+
+typedef struct {
+    call_args *calls;
+    int n;
+} part_job;
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t split_mu = PTHREAD_MUTEX_INITIALIZER;   /* one split at a time */
+static int pool_started = 0, pool_sleeping = 0;
+static part_job pool_job;
+static atomic_long pool_posted = 0, pool_done = 0;
+static atomic_int pool_claim = 0;   /* 0: part 1 unclaimed; 1: claimed */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void run_part(const part_job *j)
+{
+    int i;
+    for (i = 0; i < j->n; i++) exec_call(&j->calls[i]);
+}
+
+static void *pool_worker(void *arg)
+{
+    long seen = 0;
+    (void)arg;
+    for (;;) {
+        long posted = atomic_load_explicit(&pool_posted, memory_order_acquire);
+        if (posted == seen) {   /* poll for a while, then sleep until a job is posted */
+            int64_t until = now_ns() + SPIN_NS;
+            int spins = 0;
+            while ((posted = atomic_load_explicit(&pool_posted, memory_order_acquire)) == seen) {
+                cpu_relax();
+                if (++spins % 256 == 0 && now_ns() > until) {
+                    pthread_mutex_lock(&pool_mu);
+                    while ((posted = atomic_load_explicit(&pool_posted, memory_order_acquire))
+                           == seen) {
+                        pool_sleeping = 1;
+                        pthread_cond_wait(&pool_cv, &pool_mu);
+                    }
+                    pool_sleeping = 0;
+                    pthread_mutex_unlock(&pool_mu);
+                    break;
+                }
+            }
+        }
+        seen = posted;
+        if (atomic_exchange_explicit(&pool_claim, 1, memory_order_acq_rel) == 0)
+            run_part(&pool_job);
+        atomic_store_explicit(&pool_done, seen, memory_order_release);
+    }
     return NULL;
+}
+
+static void pool_after_fork(void)   /* in a forked child: no worker; locks as new */
+{
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    pool_mu = m;
+    split_mu = m;
+    pool_cv = c;
+    pool_started = 0;
+    pool_sleeping = 0;
+    atomic_store(&pool_posted, 0);
+    atomic_store(&pool_done, 0);
+}
+
+/* run part 0 here and part 1 on the worker (or here too, if the worker cannot start) */
+static void run_two(const part_job *p0, const part_job *p1)
+{
+    long job;
+    pthread_mutex_lock(&split_mu);
+    if (!pool_started) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &at, pool_worker, NULL) == 0) pool_started = 1;
+        pthread_attr_destroy(&at);
+    }
+    if (!pool_started) {
+        run_part(p0);
+        run_part(p1);
+        pthread_mutex_unlock(&split_mu);
+        return;
+    }
+    pool_job = *p1;
+    atomic_store_explicit(&pool_claim, 0, memory_order_relaxed);
+    job = atomic_load_explicit(&pool_posted, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool_posted, job, memory_order_release);
+    pthread_mutex_lock(&pool_mu);
+    if (pool_sleeping) pthread_cond_signal(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    run_part(p0);
+    if (atomic_exchange_explicit(&pool_claim, 1, memory_order_acq_rel) == 0) run_part(p1);
+    else {   /* the worker has part 1: wait for it */
+        int spins = 0;
+        while (atomic_load_explicit(&pool_done, memory_order_acquire) != job) {
+            cpu_relax();
+            if (++spins % 1024 == 0) sched_yield();
+        }
+    }
+    /* the worker marks the job done even when it found part 1 claimed: wait for that too, so
+       that the next job's claim flag is not reset under it */
+    while (atomic_load_explicit(&pool_done, memory_order_acquire) != job) sched_yield();
+    pthread_mutex_unlock(&split_mu);
+}
+
+static int parse_part(PyObject *calls, call_args *out, int *n)
+{
+    Py_ssize_t i, m;
+    if (!PyTuple_Check(calls) || (m = PyTuple_GET_SIZE(calls)) > MAX_CALLS) {
+        PyErr_Format(PyExc_TypeError, "run_parts: each part is a tuple of at most %d calls",
+                     MAX_CALLS);
+        return -1;
+    }
+    *n = 0;
+    for (i = 0; i < m; i++) {
+        PyObject *c = PyTuple_GET_ITEM(calls, i);
+        int kid, f64;
+        PyObject *ints, *arrays;
+        if (!PyArg_ParseTuple(c, "ipOO", &kid, &f64, &ints, &arrays)) return -1;
+        if (parse_call(&out[*n], kid, f64, ints, arrays) < 0) return -1;
+        ++*n;
+    }
+    return 0;
+}
+
+static PyObject *py_run_parts(PyObject *self, PyObject *args)
+{
+    PyObject *c0, *c1, *result = NULL;
+    call_args *calls = calloc(2 * MAX_CALLS, sizeof(call_args));
+    part_job p0 = {calls, 0}, p1 = {calls + MAX_CALLS, 0};
+    int i;
+    (void)self;
+    if (!calls) return PyErr_NoMemory();
+    if (!PyArg_ParseTuple(args, "(OO)", &c0, &c1)) goto done;
+    if (parse_part(c0, p0.calls, &p0.n) < 0 || parse_part(c1, p1.calls, &p1.n) < 0) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    run_two(&p0, &p1);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (i = 0; i < p0.n; i++) release_call(&p0.calls[i]);
+    for (i = 0; i < p1.n; i++) release_call(&p1.calls[i]);
+    free(calls);
+    return result;
 }
 
 static PyObject *py_kernels(PyObject *self, PyObject *noargs)
@@ -214,6 +417,9 @@ static PyObject *py_abi_version(PyObject *self, PyObject *noargs)
 
 static PyMethodDef methods[] = {
     {"run", py_run, METH_VARARGS, "run(kernel_index, is_float64, ints, arrays)"},
+    {"run_parts", py_run_parts, METH_VARARGS,
+     "run_parts((calls, calls)): two parts' calls at once, each a (kernel_index, is_float64, "
+     "ints, arrays)"},
     {"kernels", py_kernels, METH_NOARGS, "the kernel names, in index order"},
     {"set_blas", py_set_blas, METH_VARARGS, "set_blas(sgemm_address, dgemm_address, ilp64)"},
     {"abi_version", py_abi_version, METH_NOARGS, "the version of this module's interface"},
@@ -224,4 +430,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "grukit_kernels",
                                     "grukit's compiled time loops", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit_grukit_kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_grukit_kernels(void)
+{
+    static int forks_handled = 0;
+    if (!forks_handled && pthread_atfork(NULL, NULL, pool_after_fork) == 0) forks_handled = 1;
+    return PyModule_Create(&module);
+}

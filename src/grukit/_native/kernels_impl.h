@@ -217,6 +217,101 @@ static void SFX(pgemm)(const SFX(packed) *w, int64_t N, const REAL *Bm, int64_t 
         SFX(gemm)(w->ta, 0, M, N - nf, K, 1, w->A, w->lda, Bm + nf, ldb, beta, C + nf, ldc);
 }
 
+/* The weight gradients' products: C (M, N) += A (M, kc) Bm (kc, N) (C = instead where first),
+ * for one block of K, the sum over all T*B columns. A's rows are read where they are (row stride
+ * lda), so that nothing is packed, in tiles of RT rows times two vectors of Bm's columns: each
+ * value of A broadcast once for two vectors, Bm's block streaming from L2 while a tile's rows of
+ * A stay in L1. N is a multiple of VLEN. */
+#define RT 8
+#define RGEMM_KC 256
+static void SFX(rgemm)(int64_t M, int64_t N, int64_t kc, const REAL *A, int64_t lda,
+                       const REAL *Bm, int64_t ldb, int first, REAL *C, int64_t ldc)
+{
+    const int64_t nv = N / SFX_VLEN;
+    int64_t i, v, k, r;
+    for (i = 0; i < M; i += RT) {
+        const int64_t mr = M - i < RT ? M - i : RT;
+        const REAL *row[RT];
+        for (r = 0; r < RT; r++) row[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
+        for (v = 0; v < nv; v += 2) {
+            const int two = v + 1 < nv;
+            const REAL *b = Bm + v * SFX_VLEN;
+            REAL *c = C + i * ldc + v * SFX_VLEN;
+            SFX(vec) acc0[RT], acc1[RT];
+#pragma GCC unroll 8
+            for (r = 0; r < RT; r++) {
+                acc0[r] = !first && r < mr ? *(const SFX(vec) *)(c + r * ldc) : (SFX(vec)){0};
+                acc1[r] = !first && r < mr && two ? *(const SFX(vec) *)(c + r * ldc + SFX_VLEN)
+                                                  : (SFX(vec)){0};
+            }
+            if (two) {
+                for (k = 0; k < kc; k++, b += ldb) {
+                    const SFX(vec) h0 = *(const SFX(vec) *)b,
+                                   h1 = *(const SFX(vec) *)(b + SFX_VLEN);
+#pragma GCC unroll 8
+                    for (r = 0; r < RT; r++) {
+                        const REAL x = row[r][k];
+                        acc0[r] += x * h0;
+                        acc1[r] += x * h1;
+                    }
+                }
+            } else {
+                for (k = 0; k < kc; k++, b += ldb) {
+                    const SFX(vec) h0 = *(const SFX(vec) *)b;
+#pragma GCC unroll 8
+                    for (r = 0; r < RT; r++) acc0[r] += row[r][k] * h0;
+                }
+            }
+#pragma GCC unroll 8
+            for (r = 0; r < RT; r++)
+                if (r < mr) {
+                    *(SFX(vec) *)(c + r * ldc) = acc0[r];
+                    if (two) *(SFX(vec) *)(c + r * ldc + SFX_VLEN) = acc1[r];
+                }
+        }
+    }
+}
+
+/* C (n, m) = X Y^T over K = T*B columns, where X (n, K) has rows with K contiguous (a feature-
+ * major buffer over all steps, or, transposed = 1, a (K, n) row-major input such as x) and Y
+ * (m, K) is rows of dL/dxp: computed as C^T = Y X^T with rgemm(), X^T's block of K built
+ * (transposed, zero-padded to a multiple of VLEN) in a small buffer, C^T in another. Returns 0
+ * where it cannot (no AVX-512 tiles, fewer than VLEN features, no memory): gemm() then. */
+static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ldx, int transposed,
+                      const REAL *Y, int64_t ldy, REAL *C, int64_t ldc)
+{
+    const int64_t np = (n + SFX_VLEN - 1) / SFX_VLEN * SFX_VLEN;
+    int64_t k0, kc, j, k;
+    REAL *Xb, *CT;
+    if (!STEP_TILES || n < SFX_VLEN || K < RGEMM_KC) return 0;
+    Xb = malloc((size_t)(RGEMM_KC * np) * sizeof(REAL));
+    CT = malloc((size_t)(m * np) * sizeof(REAL));
+    if (!Xb || !CT) {
+        free(Xb);
+        free(CT);
+        return 0;
+    }
+    for (k0 = 0; k0 < K; k0 += kc) {
+        kc = K - k0 < RGEMM_KC ? K - k0 : RGEMM_KC;
+        if (transposed)
+            for (k = 0; k < kc; k++) {
+                memcpy(Xb + k * np, X + (k0 + k) * ldx, (size_t)n * sizeof(REAL));
+                for (j = n; j < np; j++) Xb[k * np + j] = 0;
+            }
+        else
+            for (k = 0; k < kc; k++) {
+                for (j = 0; j < n; j++) Xb[k * np + j] = X[j * ldx + k0 + k];
+                for (; j < np; j++) Xb[k * np + j] = 0;
+            }
+        SFX(rgemm)(m, np, kc, Y + k0, ldy, Xb, np, k0 == 0, CT, np);
+    }
+    for (j = 0; j < n; j++)
+        for (k = 0; k < m; k++) C[j * ldc + k] = CT[k * np + j];
+    free(Xb);
+    free(CT);
+    return 1;
+}
+
 /* y = f(y) in place, n contiguous values */
 static void SFX(act)(int code, REAL *restrict y, int64_t n)
 {
@@ -328,6 +423,13 @@ static void SFX(copy_rows)(const REAL *src, int64_t ld_src, REAL *dst, int64_t l
         memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
         return;
     }
+    if (B % SFX_VLEN == 0 && B <= 4 * SFX_VLEN) {   /* short rows: vector moves, no calls */
+        int64_t v;
+        for (j = 0; j < rows; j++)
+            for (v = 0; v < B; v += SFX_VLEN)
+                *(SFX(vec) *)(dst + j * ld_dst + v) = *(const SFX(vec) *)(src + j * ld_src + v);
+        return;
+    }
     for (j = 0; j < rows; j++)
         memcpy(dst + j * ld_dst, src + j * ld_src, (size_t)B * sizeof(REAL));
 }
@@ -363,6 +465,17 @@ static void SFX(gemm_xyT)(int64_t M, int64_t N, int64_t K, SFX(mat) X, SFX(mat) 
     SFX(gemm)(ta, tb, M, N, K, 1, X.p, lda, Y.p, ldb, 0, C, ldc);
 }
 
+/* a weight gradient, C (M, N) = X Y^T summed over the K = T*B columns of all steps: through
+ * wgrad() where X's rows or columns and Y's rows are contiguous, else gemm_xyT() */
+static void SFX(grad_xyT)(int64_t M, int64_t N, int64_t K, SFX(mat) X, SFX(mat) Y, REAL *C,
+                          int64_t ldc)
+{
+    if (Y.c == 1 && (X.c == 1 || X.r == 1)
+        && SFX(wgrad)(M, N, K, X.p, X.c == 1 ? X.r : X.c, X.c != 1, Y.p, Y.r, C, ldc))
+        return;
+    SFX(gemm_xyT)(M, N, K, X, Y, C, ldc);
+}
+
 /* acc[g] = sum_k v(g, k) over a (G, K) view */
 static void SFX(sums)(SFX(mat) v, REAL *restrict acc, int64_t G, int64_t K)
 {
@@ -385,7 +498,7 @@ static void SFX(sums)(SFX(mat) v, REAL *restrict acc, int64_t G, int64_t K)
 static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, const REAL *W,
                              SFX(mat) dxp, REAL *dW, REAL *db, REAL *dx)
 {
-    SFX(gemm_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
+    SFX(grad_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
     if (dx) SFX(gemm_xyT)(TB, D, G, SFX(mT)(dxp), SFX(mview)(W, G, 1), dx, D);
     if (db) SFX(sums)(dxp, db, G, TB);
 }
@@ -626,11 +739,11 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     SFX(unpack)(&PU);
     SFX(unpack)(&PUh);
     SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
-    SFX(gemm_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
+    SFX(grad_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
     if (reset_after) {   /* dL/db'z, db'r are dL/dbz, dbr */
         if (db) memcpy(db + G, db, (size_t)(2 * u) * sizeof(REAL));
     } else {
-        SFX(gemm_xyT)(u, u, TB, SFX(mview)(rh, vs.row, vs.step / B),
+        SFX(grad_xyT)(u, u, TB, SFX(mview)(rh, vs.row, vs.step / B),
                       SFX(mview)(dxp + 2 * u * xs.row, DXP.r, DXP.c), dU + 2 * u, G);
     }
 }
@@ -749,7 +862,7 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     }
     SFX(unpack)(&PU);
     SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
-    SFX(gemm_xyT)(u, G, TB, HIN, DXP, dU, G);
+    SFX(grad_xyT)(u, G, TB, HIN, DXP, dU, G);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -824,7 +937,7 @@ SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     }
     SFX(unpack)(&PU);
     SFX(input_grads)(TB, D, u, x, W, DXP, dW, db, dx);
-    SFX(gemm_xyT)(u, u, TB, HIN, DXP, dU, u);
+    SFX(grad_xyT)(u, u, TB, HIN, DXP, dU, u);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -44,7 +44,8 @@ batch of one they are time-major instead (:meth:`Cell.span_shape`):
                                      the weight gradients (into out's arrays, by name, where
                                      given): returns grads; dL/dxp overwrites ws["xp"]
 With two cores, a batch of 16 or more runs as two halves on two threads
-(:func:`grukit._native.batch_parts`), each through these same calls.
+(:func:`grukit._native.batch_parts`), each through these same calls; they must leave their
+results to the kernel call, which :func:`grukit._native.run_parts` collects and runs later.
 ``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
 (:meth:`Recurrent.release`).
 ``keep`` is the mask as (T, B) bool or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
