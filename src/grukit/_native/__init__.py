@@ -216,12 +216,13 @@ def _thread_controls(lib):
 # between them.
 MIN_HALF = 8
 _split_lock = threading.Lock()
+_CPUS = os.cpu_count() or 1   # once: the call reads sysfs (6 us), and batch_parts runs per batch
 
 
 def batch_parts(B):
     """[(0, B)], or the two halves [(0, h), (h, B)] when splitting pays."""
     controls = _state.get("threads")
-    if controls is None or B < 2 * MIN_HALF or (os.cpu_count() or 1) < 2:
+    if controls is None or B < 2 * MIN_HALF or _CPUS < 2:
         return [(0, B)]
     if controls[0]() < 2:
         return [(0, B)]
