@@ -246,7 +246,6 @@ def run_parts(calls):
     if len(calls) != 2:
         raise ValueError(f"run_parts takes one or two parts, got {len(calls)}")
     module = library()
-    controls = _state.get("threads")
     results, queued = [], []
     try:
         for call in calls:
@@ -255,16 +254,23 @@ def run_parts(calls):
             queued.append(tuple(_defer.calls))
     finally:
         _defer.calls = None
-    with _split_lock:   # one split at a time: BLAS's thread count is process-wide
+    one_blas_thread(module.run_parts, tuple(queued))
+    return results
+
+
+def one_blas_thread(fn, *args):
+    """fn(*args) with BLAS held to one thread (when grukit can set BLAS's threads; a thread count
+    set elsewhere meanwhile is undone), for kernel calls that run on two threads of their own."""
+    controls = _state.get("threads")
+    with _split_lock:   # one at a time: BLAS's thread count is process-wide
         before = controls[0]() if controls else None
         if controls:
             controls[1](1)
         try:
-            module.run_parts(tuple(queued))
+            return fn(*args)
         finally:
             if controls:
                 controls[1](before)
-    return results
 
 
 def _after_fork_in_child():

@@ -74,6 +74,139 @@ typedef void (*gemm32_f64_t)(int, int, int, int, int, int, double, const double 
 static void *blas_sgemm = 0, *blas_dgemm = 0;
 static int blas_ilp64 = 0;
 
+/* ---- the worker thread -------------------------------------------------------------------
+ * One worker thread, started on first use and kept, takes a task at a time from pool_post(): the
+ * second half of a batch (run_parts below). After a task it polls for the next one for SPIN_NS
+ * before it sleeps on a condition variable, so that a forward pass followed by a backward pass
+ * (or the next batch) finds it awake. The caller can take back a task that the worker has not
+ * started, and then need not wait for it. A forked child starts a worker of its own. */
+#define SPIN_NS 200000
+typedef void (*task_fn)(void *);
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;   /* one task at a time */
+static int pool_started = 0, pool_sleeping = 0;
+static task_fn pool_fn;
+static void *pool_arg;
+static atomic_long pool_posted = 0, pool_done = 0;
+static atomic_int pool_claim = 1;   /* 0: the posted task is unclaimed */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* spin until *v >= want, yielding now and then (the other thread may have lost its core) */
+static void wait_for(atomic_long *v, long want)
+{
+    int spins = 0;
+    while (atomic_load_explicit(v, memory_order_acquire) < want) {
+        cpu_relax();
+        if (++spins % 1024 == 0) sched_yield();
+    }
+}
+
+static void *pool_worker(void *unused)
+{
+    long seen = 0;
+    (void)unused;
+    for (;;) {
+        long posted = atomic_load_explicit(&pool_posted, memory_order_acquire);
+        if (posted == seen) {   /* poll for a while, then sleep until a task is posted */
+            int64_t until = now_ns() + SPIN_NS;
+            int spins = 0;
+            while ((posted = atomic_load_explicit(&pool_posted, memory_order_acquire)) == seen) {
+                cpu_relax();
+                if (++spins % 256 == 0 && now_ns() > until) {
+                    pthread_mutex_lock(&pool_mu);
+                    while ((posted = atomic_load_explicit(&pool_posted, memory_order_acquire))
+                           == seen) {
+                        pool_sleeping = 1;
+                        pthread_cond_wait(&pool_cv, &pool_mu);
+                    }
+                    pool_sleeping = 0;
+                    pthread_mutex_unlock(&pool_mu);
+                    break;
+                }
+            }
+        }
+        seen = posted;
+        /* the claim's acquire makes the task's fn and arg visible (they were written before the
+           claim was reset, with release) */
+        if (atomic_exchange_explicit(&pool_claim, 1, memory_order_acq_rel) == 0)
+            pool_fn(pool_arg);
+        atomic_store_explicit(&pool_done, seen, memory_order_release);
+    }
+    return NULL;
+}
+
+static void pool_after_fork(void)   /* in a forked child: no worker; locks as new */
+{
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    pool_mu = m;
+    pool_owner = m;
+    pool_cv = c;
+    pool_started = 0;
+    pool_sleeping = 0;
+    atomic_store(&pool_posted, 0);
+    atomic_store(&pool_done, 0);
+    atomic_store(&pool_claim, 1);
+}
+
+/* Give fn(arg) to the worker (waiting while another caller's task holds it); returns the task's
+ * number, or 0 when no worker could start: the caller then runs fn itself. A nonzero return must
+ * be followed by pool_finish(). */
+static long pool_post(task_fn fn, void *arg)
+{
+    long job;
+    pthread_mutex_lock(&pool_owner);
+    if (!pool_started) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &at, pool_worker, NULL) == 0) pool_started = 1;
+        pthread_attr_destroy(&at);
+    }
+    if (!pool_started) {
+        pthread_mutex_unlock(&pool_owner);
+        return 0;
+    }
+    pool_fn = fn;
+    pool_arg = arg;
+    atomic_store_explicit(&pool_claim, 0, memory_order_release);
+    job = atomic_load_explicit(&pool_posted, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool_posted, job, memory_order_release);
+    pthread_mutex_lock(&pool_mu);
+    if (pool_sleeping) pthread_cond_signal(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    return job;
+}
+
+/* 1 when the worker had not started the task: the caller has it back, to run or to drop */
+static int pool_take_back(void)
+{
+    return atomic_exchange_explicit(&pool_claim, 1, memory_order_acq_rel) == 0;
+}
+
+/* the end of a task: wait for the worker unless the task was taken back, and free the pool */
+static void pool_finish(long job, int taken_back)
+{
+    if (!taken_back) wait_for(&pool_done, job);
+    pthread_mutex_unlock(&pool_owner);
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #define EXP expf
@@ -208,132 +341,32 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 }
 
 /* ---- two parts of a batch at once ----------------------------------------------------------
- * run_parts((calls of part 0, calls of part 1)): part 1's calls go to a worker thread while this
- * thread runs part 0's, without the GIL. The worker is started on first use and kept; after a job
- * it polls for the next one for SPIN_NS before it sleeps on a condition variable, so that a
- * forward pass followed by a backward pass (or the next batch) finds it awake. Whichever thread
- * is free first claims part 1: with the worker descheduled (a busy machine), the caller runs both
- * parts itself and loses nothing but the claim. A forked child starts a worker of its own. */
+ * run_parts((calls of part 0, calls of part 1)): part 1's calls go to the worker thread (see
+ * pool_post) while this thread runs part 0's, without the GIL. Whichever thread is free first
+ * claims part 1: with the worker descheduled (a busy machine), the caller runs both parts itself
+ * and loses nothing but the claim. */
 #define MAX_CALLS 8
-#define SPIN_NS 200000
 
 typedef struct {
     call_args *calls;
     int n;
 } part_job;
 
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
-static pthread_mutex_t split_mu = PTHREAD_MUTEX_INITIALIZER;   /* one split at a time */
-static int pool_started = 0, pool_sleeping = 0;
-static part_job pool_job;
-static atomic_long pool_posted = 0, pool_done = 0;
-static atomic_int pool_claim = 0;   /* 0: part 1 unclaimed; 1: claimed */
-
-static int64_t now_ns(void)
+static void run_part(void *arg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static void run_part(const part_job *j)
-{
+    const part_job *j = arg;
     int i;
     for (i = 0; i < j->n; i++) exec_call(&j->calls[i]);
 }
 
-static void *pool_worker(void *arg)
+static void run_two(part_job *p0, part_job *p1)
 {
-    long seen = 0;
-    (void)arg;
-    for (;;) {
-        long posted = atomic_load_explicit(&pool_posted, memory_order_acquire);
-        if (posted == seen) {   /* poll for a while, then sleep until a job is posted */
-            int64_t until = now_ns() + SPIN_NS;
-            int spins = 0;
-            while ((posted = atomic_load_explicit(&pool_posted, memory_order_acquire)) == seen) {
-                cpu_relax();
-                if (++spins % 256 == 0 && now_ns() > until) {
-                    pthread_mutex_lock(&pool_mu);
-                    while ((posted = atomic_load_explicit(&pool_posted, memory_order_acquire))
-                           == seen) {
-                        pool_sleeping = 1;
-                        pthread_cond_wait(&pool_cv, &pool_mu);
-                    }
-                    pool_sleeping = 0;
-                    pthread_mutex_unlock(&pool_mu);
-                    break;
-                }
-            }
-        }
-        seen = posted;
-        if (atomic_exchange_explicit(&pool_claim, 1, memory_order_acq_rel) == 0)
-            run_part(&pool_job);
-        atomic_store_explicit(&pool_done, seen, memory_order_release);
-    }
-    return NULL;
-}
-
-static void pool_after_fork(void)   /* in a forked child: no worker; locks as new */
-{
-    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
-    pool_mu = m;
-    split_mu = m;
-    pool_cv = c;
-    pool_started = 0;
-    pool_sleeping = 0;
-    atomic_store(&pool_posted, 0);
-    atomic_store(&pool_done, 0);
-}
-
-/* run part 0 here and part 1 on the worker (or here too, if the worker cannot start) */
-static void run_two(const part_job *p0, const part_job *p1)
-{
-    long job;
-    pthread_mutex_lock(&split_mu);
-    if (!pool_started) {
-        pthread_t t;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&t, &at, pool_worker, NULL) == 0) pool_started = 1;
-        pthread_attr_destroy(&at);
-    }
-    if (!pool_started) {
-        run_part(p0);
-        run_part(p1);
-        pthread_mutex_unlock(&split_mu);
-        return;
-    }
-    pool_job = *p1;
-    atomic_store_explicit(&pool_claim, 0, memory_order_relaxed);
-    job = atomic_load_explicit(&pool_posted, memory_order_relaxed) + 1;
-    atomic_store_explicit(&pool_posted, job, memory_order_release);
-    pthread_mutex_lock(&pool_mu);
-    if (pool_sleeping) pthread_cond_signal(&pool_cv);
-    pthread_mutex_unlock(&pool_mu);
+    long job = pool_post(run_part, p1);
+    int back;
     run_part(p0);
-    if (atomic_exchange_explicit(&pool_claim, 1, memory_order_acq_rel) == 0) run_part(p1);
-    else {   /* the worker has part 1: wait for it */
-        int spins = 0;
-        while (atomic_load_explicit(&pool_done, memory_order_acquire) != job) {
-            cpu_relax();
-            if (++spins % 1024 == 0) sched_yield();
-        }
-    }
-    /* the worker marks the job done even when it found part 1 claimed: wait for that too, so
-       that the next job's claim flag is not reset under it */
-    while (atomic_load_explicit(&pool_done, memory_order_acquire) != job) sched_yield();
-    pthread_mutex_unlock(&split_mu);
+    back = !job || pool_take_back();
+    if (back) run_part(p1);
+    if (job) pool_finish(job, back);
 }
 
 static int parse_part(PyObject *calls, call_args *out, int *n)
