@@ -39,6 +39,43 @@ static inline SFX(strides) SFX(span)(int64_t rows, int64_t steps, int64_t B)
  * than the arithmetic there, so these two are written out. alpha = 1; beta is 0 or 1. */
 #define SMALL_N 8
 
+typedef REAL SFX(vec) __attribute__((vector_size(VBYTES), aligned(sizeof(REAL)), may_alias));
+#define SFX_VLEN ((int64_t)(VBYTES / sizeof(REAL)))
+
+/* c (M) = A^T b + beta c, A (K, M), b with stride ldb, c contiguous: one sequence's step product.
+ * NV vectors of c at a time stay in registers over all of K, so that each step streams the
+ * weights once and touches c once (instead of once per four rows of A). */
+#define GEMV_NV 8
+static void SFX(gemv_t)(int64_t M, int64_t K, const REAL *A, int64_t lda, const REAL *b,
+                        int64_t ldb, REAL beta, REAL *c)
+{
+    const int64_t V = SFX_VLEN;
+    int64_t m = 0, k, r;
+    for (; m + GEMV_NV * V <= M; m += GEMV_NV * V) {
+        SFX(vec) acc[GEMV_NV];
+#pragma GCC unroll 8
+        for (r = 0; r < GEMV_NV; r++)
+            acc[r] = beta != 0 ? *(const SFX(vec) *)(c + m + r * V) : (SFX(vec)){0};
+        for (k = 0; k < K; k++) {
+            const REAL h = b[k * ldb], *a = A + k * lda + m;
+#pragma GCC unroll 8
+            for (r = 0; r < GEMV_NV; r++) acc[r] += *(const SFX(vec) *)(a + r * V) * h;
+        }
+#pragma GCC unroll 8
+        for (r = 0; r < GEMV_NV; r++) *(SFX(vec) *)(c + m + r * V) = acc[r];
+    }
+    for (; m + V <= M; m += V) {
+        SFX(vec) acc = beta != 0 ? *(const SFX(vec) *)(c + m) : (SFX(vec)){0};
+        for (k = 0; k < K; k++) acc += *(const SFX(vec) *)(A + k * lda + m) * b[k * ldb];
+        *(SFX(vec) *)(c + m) = acc;
+    }
+    for (; m < M; m++) {
+        REAL acc = beta != 0 ? c[m] : 0;
+        for (k = 0; k < K; k++) acc += A[k * lda + m] * b[k * ldb];
+        c[m] = acc;
+    }
+}
+
 /* C (M, N) = A^T B + beta C, A (K, M), B (K, N): every column of C as sum_k A[k, :] B[k, b] */
 static void SFX(small_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
                           const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *acc)
@@ -105,6 +142,10 @@ static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alph
                       int64_t lda, const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc)
 {
     int a = ta ? TRANS : NO_TRANS, b = tb ? TRANS : NO_TRANS;
+    if (N == 1 && ta && !tb && alpha == 1 && (beta == 0 || beta == 1) && ldc == 1) {
+        SFX(gemv_t)(M, K, A, lda, B, ldb, beta, C);
+        return;
+    }
     if (N <= SMALL_N && !tb && alpha == 1 && (beta == 0 || beta == 1)) {
         REAL buf[4096];
         if ((ta ? M : K) <= 4096) {
@@ -132,8 +173,6 @@ static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alph
  * conflicts when the weights' row stride is a multiple of 4 KiB. With fewer than VLEN columns,
  * without AVX-512 (STEP_TILES) or without memory for the copy, the products go to gemm() with A
  * as it is. */
-typedef REAL SFX(vec) __attribute__((vector_size(VBYTES), aligned(sizeof(REAL)), may_alias));
-#define SFX_VLEN ((int64_t)(VBYTES / sizeof(REAL)))
 
 typedef struct {
     REAL *panels;   /* or NULL */
