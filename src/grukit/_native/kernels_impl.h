@@ -64,6 +64,19 @@ static void SFX(gemv_t)(int64_t M, int64_t K, const REAL *A, int64_t lda, const 
 #pragma GCC unroll 8
         for (r = 0; r < GEMV_NV; r++) *(SFX(vec) *)(c + m + r * V) = acc[r];
     }
+    for (; m + 4 * V <= M; m += 4 * V) {   /* the same, four vectors at a time */
+        SFX(vec) acc[4];
+#pragma GCC unroll 4
+        for (r = 0; r < 4; r++)
+            acc[r] = beta != 0 ? *(const SFX(vec) *)(c + m + r * V) : (SFX(vec)){0};
+        for (k = 0; k < K; k++) {
+            const REAL h = b[k * ldb], *a = A + k * lda + m;
+#pragma GCC unroll 4
+            for (r = 0; r < 4; r++) acc[r] += *(const SFX(vec) *)(a + r * V) * h;
+        }
+#pragma GCC unroll 4
+        for (r = 0; r < 4; r++) *(SFX(vec) *)(c + m + r * V) = acc[r];
+    }
     for (; m + V <= M; m += V) {
         SFX(vec) acc = beta != 0 ? *(const SFX(vec) *)(c + m) : (SFX(vec)){0};
         for (k = 0; k < K; k++) acc += *(const SFX(vec) *)(A + k * lda + m) * b[k * ldb];
