@@ -39,7 +39,8 @@ _SOURCES = ("kernels.c", "kernels_impl.h")
 # must come out as they do from NumPy (kernels.c declares the vector exp/tanh itself)
 _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC",
                   "-std=gnu11", "-pthread"]
-_LINK_LIBS = ["-lmvec", "-lm", "-pthread"]   # glibc's vector exp/tanh; without it the compiler goes scalar
+# glibc's vector exp/tanh (without it the compiler goes scalar); kernels.c's worker thread
+_LINK_LIBS = ["-lmvec", "-lm", "-pthread"]
 _ABI_VERSION = 9
 _MODULE = "grukit_kernels"
 
@@ -254,23 +255,17 @@ def run_parts(calls):
             queued.append(tuple(_defer.calls))
     finally:
         _defer.calls = None
-    one_blas_thread(module.run_parts, tuple(queued))
-    return results
-
-
-def one_blas_thread(fn, *args):
-    """fn(*args) with BLAS held to one thread (when grukit can set BLAS's threads; a thread count
-    set elsewhere meanwhile is undone), for kernel calls that run on two threads of their own."""
     controls = _state.get("threads")
-    with _split_lock:   # one at a time: BLAS's thread count is process-wide
+    with _split_lock:   # one split at a time: BLAS's thread count is process-wide
         before = controls[0]() if controls else None
         if controls:
             controls[1](1)
         try:
-            return fn(*args)
+            module.run_parts(tuple(queued))
         finally:
             if controls:
                 controls[1](before)
+    return results
 
 
 def _after_fork_in_child():
