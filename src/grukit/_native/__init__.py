@@ -217,6 +217,7 @@ def _thread_controls(lib):
 # between them.
 MIN_HALF = 8
 _split_lock = threading.Lock()
+_held = [None]   # BLAS's thread count while a split holds it at one, to give back after a fork
 _CPUS = os.cpu_count() or 1   # once: the call reads sysfs (6 us), and batch_parts runs per batch
 
 
@@ -246,6 +247,9 @@ def run_parts(calls):
         return [calls[0]()]
     if len(calls) != 2:
         raise ValueError(f"run_parts takes one or two parts, got {len(calls)}")
+    if getattr(_defer, "calls", None) is not None:
+        raise RuntimeError("run_parts: a part may not split again (its calls are being "
+                           "collected)")
     module = library()
     results, queued = [], []
     try:
@@ -260,18 +264,25 @@ def run_parts(calls):
         before = controls[0]() if controls else None
         if controls:
             controls[1](1)
+            _held[0] = before
         try:
             module.run_parts(tuple(queued))
         finally:
             if controls:
+                _held[0] = None
                 controls[1](before)
     return results
 
 
 def _after_fork_in_child():
-    """A forked child may have been forked while a split held the lock: start afresh."""
+    """A child forked while a split held the lock (and BLAS at one thread) starts afresh, with
+    the BLAS thread count the split would have given back."""
     global _split_lock
     _split_lock = threading.Lock()
+    controls, before = _state.get("threads"), _held[0]
+    _held[0] = None
+    if controls and before is not None:
+        controls[1](before)
 
 
 if hasattr(os, "register_at_fork"):

@@ -371,17 +371,17 @@ static void run_two(part_job *p0, part_job *p1)
 
 static int parse_part(PyObject *calls, call_args *out, int *n)
 {
-    Py_ssize_t i, m;
-    if (!PyTuple_Check(calls) || (m = PyTuple_GET_SIZE(calls)) > MAX_CALLS) {
-        PyErr_Format(PyExc_TypeError, "run_parts: each part is a tuple of at most %d calls",
-                     MAX_CALLS);
-        return -1;
-    }
+    Py_ssize_t i, m = PyTuple_GET_SIZE(calls);
     *n = 0;
     for (i = 0; i < m; i++) {
         PyObject *c = PyTuple_GET_ITEM(calls, i);
         int kid, f64;
         PyObject *ints, *arrays;
+        if (!PyTuple_Check(c)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "run_parts: a call is a tuple (kernel_index, is_float64, ints, arrays)");
+            return -1;
+        }
         if (!PyArg_ParseTuple(c, "ipOO", &kid, &f64, &ints, &arrays)) return -1;
         if (parse_call(&out[*n], kid, f64, ints, arrays) < 0) return -1;
         ++*n;
@@ -392,12 +392,23 @@ static int parse_part(PyObject *calls, call_args *out, int *n)
 static PyObject *py_run_parts(PyObject *self, PyObject *args)
 {
     PyObject *c0, *c1, *result = NULL;
-    call_args *calls = calloc(2 * MAX_CALLS, sizeof(call_args));
-    part_job p0 = {calls, 0}, p1 = {calls + MAX_CALLS, 0};
+    call_args *calls = NULL;
+    part_job p0 = {NULL, 0}, p1 = {NULL, 0};
+    Py_ssize_t n0, n1;
     int i;
     (void)self;
+    if (!PyArg_ParseTuple(args, "(O!O!)", &PyTuple_Type, &c0, &PyTuple_Type, &c1)) return NULL;
+    n0 = PyTuple_GET_SIZE(c0);
+    n1 = PyTuple_GET_SIZE(c1);
+    if (n0 > MAX_CALLS || n1 > MAX_CALLS) {
+        PyErr_Format(PyExc_TypeError, "run_parts: each part is a tuple of at most %d calls",
+                     MAX_CALLS);
+        return NULL;
+    }
+    calls = malloc((size_t)(n0 + n1 + 1) * sizeof(call_args));
     if (!calls) return PyErr_NoMemory();
-    if (!PyArg_ParseTuple(args, "(OO)", &c0, &c1)) goto done;
+    p0.calls = calls;
+    p1.calls = calls + n0;
     if (parse_part(c0, p0.calls, &p0.n) < 0 || parse_part(c1, p1.calls, &p1.n) < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     run_two(&p0, &p1);

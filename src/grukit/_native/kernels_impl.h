@@ -324,18 +324,23 @@ static void SFX(rgemm)(int64_t M, int64_t N, int64_t kc, const REAL *A, int64_t 
     }
 }
 
+/* the widest X (features, padded) that wgrad() takes: measured against OpenBLAS's product, the
+ * tiles won up to 256 (74 -> 98 GFLOP/s at 64, 86 -> 96 at 128, even at 256) and lost at 512 */
+#define WGRAD_MAX_N 256
+
 /* C (n, m) = X Y^T over K = T*B columns, where X (n, K) has rows with K contiguous (a feature-
  * major buffer over all steps, or, transposed = 1, a (K, n) row-major input such as x) and Y
  * (m, K) is rows of dL/dxp: computed as C^T = Y X^T with rgemm(), X^T's block of K built
  * (transposed, zero-padded to a multiple of VLEN) in a small buffer, C^T in another. Returns 0
- * where it cannot (no AVX-512 tiles, fewer than VLEN features, no memory): gemm() then. */
+ * where it does not pay or cannot run (no AVX-512 tiles, fewer than VLEN or more than
+ * WGRAD_MAX_N features, fewer than RGEMM_KC columns, no memory): gemm() then. */
 static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ldx, int transposed,
                       const REAL *Y, int64_t ldy, REAL *C, int64_t ldc)
 {
     const int64_t np = (n + SFX_VLEN - 1) / SFX_VLEN * SFX_VLEN;
     int64_t k0, kc, j, k;
     REAL *Xb, *CT;
-    if (!STEP_TILES || n < SFX_VLEN || K < RGEMM_KC) return 0;
+    if (!STEP_TILES || n < SFX_VLEN || np > WGRAD_MAX_N || K < RGEMM_KC) return 0;
     Xb = malloc((size_t)(RGEMM_KC * np) * sizeof(REAL));
     CT = malloc((size_t)(m * np) * sizeof(REAL));
     if (!Xb || !CT) {
