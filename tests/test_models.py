@@ -314,3 +314,33 @@ def test_activation_layer_and_config_roundtrip():
     clone.set_weights(model.get_weights())
     x = np.random.default_rng(1).standard_normal((2, 3, 2))
     assert np.array_equal(clone.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weights_start_on_cache_lines_and_the_gaps_stay_zero(dtype):
+    """A built model keeps every weight in one flat buffer, each starting on a 64-byte boundary
+    (the compiled loops' vector loads); the gaps between them take no gradient, so training
+    leaves them zero, and the weights are what get_weights/set_weights see."""
+    config.set_floatx(dtype)
+    try:
+        model = Sequential([Input((6, 3)), GRU(5, return_sequences=True), LSTM(3), Dense(1)])
+        model.compile(optimizers.Adam(clipnorm=1.0), "mse")
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((8, 6, 3)), rng.standard_normal((8, 1))
+        model.fit(x, y, epochs=2, verbose=0)
+        for layer in model.layers:
+            for name, w in layer.params.items():
+                assert w.ctypes.data % 64 == 0, (layer.name, name)
+                assert np.shares_memory(w, model._flat), (layer.name, name)
+        gap = np.ones(model._flat.size, bool)
+        for seg in model._segments:
+            gap[seg] = False
+        assert gap.any()                                  # 5 and 3 units leave gaps to fill
+        assert not model._flat[gap].any() and not model._gflat[gap].any()
+        weights = model.get_weights()
+        assert sum(w.size for w in weights) == (~gap).sum()
+        model.set_weights([w + 1 for w in weights])
+        np.testing.assert_array_equal(model.get_weights()[0], weights[0] + 1)
+        assert not model._flat[gap].any()
+    finally:
+        config.set_floatx("float32")

@@ -20,7 +20,7 @@ import numpy as np
 from . import callbacks as callbacks_module
 from . import config, losses, metrics as metrics_module, optimizers
 from .layers import Input, Layer
-from .utils import check_finite, rng, using_rng
+from .utils import ALIGN, aligned_empty, check_finite, rng, using_rng
 
 
 class Sequential:
@@ -78,22 +78,29 @@ class Sequential:
         self.built = True
 
     def _flatten(self):
-        """Move every weight into one flat buffer; params become views into it."""
+        """Move every weight into one flat buffer; params become views into it. Each weight
+        starts on a cache line (utils.ALIGN), the gaps between them zeros that no gradient
+        reaches, so the optimizer leaves them zero."""
         entries = [(layer, k) for layer in self.layers for k in layer.param_names
                    if k in layer.params]
         dt = config.dtype()
-        total = sum(layer.params[k].size for layer, k in entries)
-        self._flat = np.empty(total, dt)
-        self._gflat = np.zeros(total, dt)
-        self._segments, self._gviews, start = [], [], 0
+        step = max(1, ALIGN // dt.itemsize)
+        starts, start = [], 0
         for layer, k in entries:
+            starts.append(start)
+            start += -(-layer.params[k].size // step) * step
+        self._flat = aligned_empty((start,), dt)
+        self._flat[...] = 0
+        self._gflat = aligned_empty((start,), dt)
+        self._gflat[...] = 0
+        self._segments, self._gviews = [], []
+        for (layer, k), start in zip(entries, starts):
             p = layer.params[k]
             seg = slice(start, start + p.size)
             self._flat[seg] = p.ravel()
             layer.params[k] = self._flat[seg].reshape(p.shape)
             self._gviews.append((layer, k, self._gflat[seg].reshape(p.shape)))
             self._segments.append(seg)
-            start += p.size
         for layer in self.layers:
             if hasattr(layer, "params_rebound"):
                 layer.params_rebound()

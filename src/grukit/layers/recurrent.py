@@ -54,7 +54,7 @@ the reference: tests run both paths on every option and compare them.
 import numpy as np
 
 from .. import _native, activations, initializers
-from ..utils import check_finite, make_rng
+from ..utils import aligned, check_finite, make_rng
 from .base import Layer
 
 
@@ -275,8 +275,8 @@ class Recurrent(Layer):
         if d is None:
             raise ValueError(f"{self.name}: the feature size (last axis of the input) must be known.")
         dt = self._float()
-        self.params = {"kernel": self.kernel_initializer((d, g * u), dt),
-                       "recurrent_kernel": self.recurrent_initializer((u, g * u), dt)}
+        self.params = {"kernel": aligned(self.kernel_initializer((d, g * u), dt)),
+                       "recurrent_kernel": aligned(self.recurrent_initializer((u, g * u), dt))}
         if self.use_bias:
             self.params["bias"] = self._init_bias(dt)
         self.cell.bind(self.params)
