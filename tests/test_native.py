@@ -280,6 +280,32 @@ def test_halves_in_a_model_and_trace(halves, rng):
         np.testing.assert_allclose(ref.states[0], layer.states[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_sequence_on_two_threads(dtype, rng, monkeypatch):
+    """With one sequence and two threads, the LSTM's steps run in two slices of units (kernels.c's
+    run_steps, each slice computing its own x_t W): uneven slices (40 units: 24 + 16 in float64;
+    70: 48 + 22 in float32), with a mask, initial states and the gates kept for the backward
+    pass, against the NumPy loop. Recurrent dropout keeps the whole step on one thread."""
+    from grukit import config
+    monkeypatch.setattr(_native, "step_threads", lambda: 2)
+    u = 40 if dtype == "float64" else 70
+    old = config.floatx()
+    config.set_floatx(dtype)
+    try:
+        x = rng.standard_normal((1, 12, 5)).astype(dtype)
+        mask = np.ones((1, 12), bool)
+        mask[0, 9:] = False
+        init = [rng.standard_normal((1, u)) for _ in range(2)]
+        tol = 1e-11 if dtype == "float64" else 2e-4
+        for kw in ({"mask": mask, "initial_state": init},
+                   {"dropout_masks": (None, (rng.random((1, u)) > 0.4) / 0.6)}):
+            a, b = run_both(lambda **k: LSTM(u, **k), x, rng, return_sequences=True,
+                            return_state=True, **kw)
+            assert_same(a, b, tol)
+    finally:
+        config.set_floatx(old)
+
+
 def test_run_parts_rejects_bad_calls():
     """The module's run_parts checks what it is given, and a part may not split again."""
     if not _native.enabled():

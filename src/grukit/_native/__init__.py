@@ -41,7 +41,7 @@ _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only"
                   "-std=gnu11", "-pthread"]
 # glibc's vector exp/tanh (without it the compiler goes scalar); kernels.c's worker thread
 _LINK_LIBS = ["-lmvec", "-lm", "-pthread"]
-_ABI_VERSION = 9
+_ABI_VERSION = 10
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -221,6 +221,13 @@ _held = [None]   # BLAS's thread count while a split holds it at one, to give ba
 _CPUS = os.cpu_count() or 1   # once: the call reads sysfs (6 us), and batch_parts runs per batch
 
 
+def step_threads():
+    """2 when one sequence's steps may run on two threads (kernels.c's run_steps), on the same
+    terms as the halves below; else 1."""
+    controls = _state.get("threads")
+    return 2 if controls is not None and _CPUS >= 2 and controls[0]() >= 2 else 1
+
+
 def batch_parts(B):
     """[(0, B)], or the two halves [(0, h), (h, B)] when splitting pays."""
     controls = _state.get("threads")
@@ -259,19 +266,27 @@ def run_parts(calls):
             queued.append(tuple(_defer.calls))
     finally:
         _defer.calls = None
+    one_blas_thread(module.run_parts, tuple(queued))
+    return results
+
+
+def one_blas_thread(fn, *args):
+    """fn(*args), a kernel call that runs on two threads of its own, with BLAS held to one thread
+    meanwhile (when grukit can set BLAS's threads; a thread count set elsewhere meanwhile is
+    undone): BLAS's threads would wait on each other at every step, and those that spin after a
+    call take the core that the second thread needs."""
     controls = _state.get("threads")
-    with _split_lock:   # one split at a time: BLAS's thread count is process-wide
+    with _split_lock:   # one at a time: BLAS's thread count is process-wide
         before = controls[0]() if controls else None
         if controls:
             controls[1](1)
             _held[0] = before
         try:
-            module.run_parts(tuple(queued))
+            return fn(*args)
         finally:
             if controls:
                 _held[0] = None
                 controls[1](before)
-    return results
 
 
 def _after_fork_in_child():

@@ -56,7 +56,7 @@ double tanh(double) VECTOR_MATH;
 #define TILE_M 16
 #define KC_BYTES 16384
 
-#define ABI_VERSION 9
+#define ABI_VERSION 10
 #define MAX_ARGS 32
 
 enum { ACT_LINEAR = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_RELU = 3, ACT_HARD_SIGMOID = 4 };
@@ -76,10 +76,11 @@ static int blas_ilp64 = 0;
 
 /* ---- the worker thread -------------------------------------------------------------------
  * One worker thread, started on first use and kept, takes a task at a time from pool_post(): the
- * second half of a batch (run_parts below). After a task it polls for the next one for SPIN_NS
- * before it sleeps on a condition variable, so that a forward pass followed by a backward pass
- * (or the next batch) finds it awake. The caller can take back a task that the worker has not
- * started, and then need not wait for it. A forked child starts a worker of its own. */
+ * second half of a batch (run_parts below) or the second slice of every step of one sequence
+ * (run_steps). After a task it polls for the next one for SPIN_NS before it sleeps on a
+ * condition variable, so that a forward pass followed by a backward pass (or the next batch)
+ * finds it awake. The caller can take back a task that the worker has not started, and then
+ * need not wait for it. A forked child starts a worker of its own. */
 #define SPIN_NS 200000
 typedef void (*task_fn)(void *);
 
@@ -207,6 +208,68 @@ static void pool_finish(long job, int taken_back)
     pthread_mutex_unlock(&pool_owner);
 }
 
+/* ---- the steps of one sequence on two threads ------------------------------------------------
+ * run_steps(T, step, cell, threads) calls step(cell, t, 0) and step(cell, t, 1) for every t in
+ * order: the two halves of a step's units (slices), each of which reads the whole previous state
+ * and writes its own units of the next. With two threads, slice 1 goes to whichever thread claims
+ * it first: the worker, which takes each step's slice as soon as the previous step is complete,
+ * or the caller, when it finishes slice 0 before the worker has come (the worker asleep or without
+ * a core): then nobody waits for a thread that is not running. Each slice reads only what it or
+ * the previous step wrote: data another core wrote beforehand (a projection over all steps, say)
+ * would cost a cross-core miss per cache line at every step. */
+typedef struct {
+    _Alignas(64) atomic_long next1;   /* the first step whose slice 1 is unclaimed */
+    _Alignas(64) atomic_long done1;   /* slice 1 done by the worker through this step */
+    _Alignas(64) atomic_long ready;   /* steps complete */
+    int64_t T;
+    void (*step)(void *, int64_t, int);
+    void *cell;
+} step_split;
+
+static void steps_worker(void *arg)
+{
+    step_split *s = arg;
+    long t = atomic_load_explicit(&s->next1, memory_order_acquire);
+    while (t < s->T) {
+        long e = t;
+        wait_for(&s->ready, t);
+        if (atomic_compare_exchange_strong_explicit(&s->next1, &e, t + 1, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            s->step(s->cell, t, 1);
+            atomic_store_explicit(&s->done1, t + 1, memory_order_release);
+            t++;
+        } else {
+            t = e;
+        }
+    }
+}
+
+static void run_steps(int64_t T, void (*step)(void *, int64_t, int), void *cell, int threads)
+{
+    step_split s;
+    long job = 0;
+    int64_t t;
+    atomic_init(&s.next1, 0);
+    atomic_init(&s.done1, 0);
+    atomic_init(&s.ready, 0);
+    s.T = T;
+    s.step = step;
+    s.cell = cell;
+    if (threads > 1) job = pool_post(steps_worker, &s);
+    for (t = 0; t < T; t++) {
+        long e = t;
+        step(cell, t, 0);
+        if (!job || atomic_compare_exchange_strong_explicit(&s.next1, &e, t + 1,
+                                                            memory_order_acq_rel,
+                                                            memory_order_acquire))
+            step(cell, t, 1);
+        else
+            wait_for(&s.done1, t + 1);
+        atomic_store_explicit(&s.ready, t + 1, memory_order_release);
+    }
+    if (job) pool_finish(job, pool_take_back());
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #define EXP expf
@@ -250,7 +313,7 @@ typedef struct {
 static const kernel_spec KERNELS[] = {
     {"gru_forward", gru_forward_f32, gru_forward_f64, 8, 13, 9},
     {"gru_backward", gru_backward_f32, gru_backward_f64, 7, 21, 12},
-    {"lstm_forward", lstm_forward_f32, lstm_forward_f64, 7, 12, 8},
+    {"lstm_forward", lstm_forward_f32, lstm_forward_f64, 8, 12, 8},
     {"lstm_backward", lstm_backward_f32, lstm_backward_f64, 6, 20, 11},
     {"rnn_forward", rnn_forward_f32, rnn_forward_f64, 5, 10, 6},
     {"rnn_backward", rnn_backward_f32, rnn_backward_f64, 5, 16, 8},

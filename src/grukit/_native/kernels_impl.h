@@ -35,6 +35,14 @@ static inline SFX(strides) SFX(span)(int64_t rows, int64_t steps, int64_t B)
     return s;
 }
 
+/* where one sequence's units split into two slices for two threads (run_steps): half of them,
+ * rounded up to whole cache lines; u when there are too few to split */
+static inline int64_t SFX(slice_at)(int64_t u)
+{
+    const int64_t v = 64 / (int64_t)sizeof(REAL), half = (u / 2 + v - 1) / v * v;
+    return u < 2 * v ? u : half;
+}
+
 /* Products with few columns (N = B <= SMALL_N sequences) in the step loops: a BLAS call costs more
  * than the arithmetic there, so these two are written out. alpha = 1; beta is 0 or 1. */
 #define SMALL_N 8
@@ -807,58 +815,101 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 
 /* ------------------------------------------------------------------------------------------ */
 /* LSTM, Keras's gate order i, f, g (the candidate, Keras's c), o. tc[t] = f(c_t).
- * I: T, B, u, act, ract, D, keep_gates (0: inference, xp need not hold the gates)
+ * I: T, B, u, act, ract, D, keep_gates (0: inference, xp need not hold the gates), threads (2:
+ *    one sequence's steps may run in two slices of units on two threads; see run_steps)
  * P: U, xp (written), Sh, Sc, a, tc, rmask, hd, keep, x, W, b or NULL */
+typedef struct {
+    const int64_t *I;
+    void *const *P;
+    SFX(packed) PU;
+    SFX(inputs) in;
+    int fused, sliced;
+} SFX(lstm_fwd);
+
+/* step t for units [j0, j1): all of them, or, with one sequence, a slice */
 static inline __attribute__((always_inline)) void
-SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
+SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64_t B)
 {
-    const int64_t T = I[0], u = I[2], G = 4 * u, n = u * B;
+    const int64_t *I = f->I;
+    void *const *P = f->P;
+    const int64_t T = I[0], u = I[2], D = I[5], G = 4 * u, n = u * B, r0 = j0 * B,
+                  len = (j1 - j0) * B;
     const int act = (int)I[3], ract = (int)I[4];
-    const REAL *U = P[0], *rmask = P[6];
-    REAL *xp = P[1], *Sh = P[2], *Sc = P[3], *a = P[4], *tc = P[5], *hd = P[7];
+    const REAL *U = P[0], *rmask = P[6], *W = P[10], *bias = P[11];
+    REAL *xp = P[1], *Sh = P[2], *Sc = P[3], *a_t = P[4], *tc = P[5], *hd = P[7];
     const uint8_t *keep = P[8];
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
-    int64_t t, j, b, i, lh;
-    SFX(packed) PU = SFX(pack)(1, G, u, U, G, B);
-    SFX(inputs) in;
-    const int fused = SFX(fuse_inputs)(&in, G, I[5], P[10], B);
-    if (!fused) SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, xp);
-    for (t = 0; t < T; t++) {
-        const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
-        REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step;
-        REAL *a_t = a, *tc_t = tc + t * n;
-        REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
-        const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
-                                          u, B, &lh);
-        if (fused) {   /* x_t W + b + U^T h */
-            SFX(step_inputs)(&in, (const REAL *)P[9] + t * B * I[5], I[5], B, P[11], 0, 0, a_t);
-            SFX(pgemm)(&PU, B, h_in, lh, 1, a_t, B);
-        } else {
-            SFX(pgemm)(&PU, B, h_in, lh, 0, a_t, B);          /* U^T h */
-            for (j = 0; j < G; j++)
-                for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
+    const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
+    REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step, *tc_t = tc + t * n;
+    REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
+    int64_t j, b, i, k, lh;
+    const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row, u, B,
+                                      &lh);
+    if (f->fused) {   /* x_t W + b + U^T h */
+        SFX(step_inputs)(&f->in, (const REAL *)P[9] + t * B * I[5], I[5], B, P[11], 0, 0, a_t);
+        SFX(pgemm)(&f->PU, B, h_in, lh, 1, a_t, B);
+    } else if (f->sliced) {   /* one sequence, a slice: its rows of each gate, x_t W + b + U^T h */
+        const REAL *xr = (const REAL *)P[9] + t * D;
+        for (k = 0; k < 4; k++) {
+            REAL *o = a_t + k * n + r0;
+            for (j = 0; j < j1 - j0; j++) o[j] = bias ? bias[k * u + j0 + j] : 0;
+            SFX(gemm)(1, 0, j1 - j0, 1, D, 1, W + k * u + j0, G, xr, 1, 1, o, 1);
+            SFX(gemm)(1, 0, j1 - j0, 1, u, 1, U + k * u + j0, G, h_in, lh, 1, o, 1);
         }
-        SFX(act)(ract, a_t, 2 * n);
-        SFX(act)(act, g, n);
-        SFX(act)(ract, og, n);
-        for (j = 0; j < u; j++)
-            for (b = 0; b < B; b++) {
-                i = j * B + b;
-                tc_t[i] = fg[i] * c[j * ss.row + b] + ig[i] * g[i];
-                c_new[j * ss.row + b] = tc_t[i];
-            }
-        SFX(act)(act, tc_t, n);
-        for (j = 0; j < u; j++)
-            for (b = 0; b < B; b++) h_new[j * ss.row + b] = og[j * B + b] * tc_t[j * B + b];
-        if (keep) {
-            SFX(hold_masked)(keep + t * B, h, h_new, ss.row, u, B);
-            SFX(hold_masked)(keep + t * B, c, c_new, ss.row, u, B);
-        }
-        if (I[6]) SFX(copy_rows)(a_t, B, xp + t * xs.step, xs.row, G, B);   /* gates for x_t */
+    } else {
+        SFX(pgemm)(&f->PU, B, h_in, lh, 0, a_t, B);       /* U^T h */
+        for (j = 0; j < G; j++)
+            for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
     }
-    SFX(unpack)(&PU);
-    if (fused) SFX(unfuse_inputs)(&in);
+    SFX(act)(ract, ig + r0, len);
+    SFX(act)(ract, fg + r0, len);
+    SFX(act)(act, g + r0, len);
+    SFX(act)(ract, og + r0, len);
+    for (j = j0; j < j1; j++)
+        for (b = 0; b < B; b++) {
+            i = j * B + b;
+            tc_t[i] = fg[i] * c[j * ss.row + b] + ig[i] * g[i];
+            c_new[j * ss.row + b] = tc_t[i];
+        }
+    SFX(act)(act, tc_t + r0, len);
+    for (j = j0; j < j1; j++)
+        for (b = 0; b < B; b++) h_new[j * ss.row + b] = og[j * B + b] * tc_t[j * B + b];
+    if (keep) {
+        SFX(hold_masked)(keep + t * B, h + j0 * ss.row, h_new + j0 * ss.row, ss.row, j1 - j0, B);
+        SFX(hold_masked)(keep + t * B, c + j0 * ss.row, c_new + j0 * ss.row, ss.row, j1 - j0, B);
+    }
+    if (I[6])   /* the gates, for x_t */
+        for (k = 0; k < 4; k++)
+            SFX(copy_rows)(a_t + k * n + r0, B, xp + t * xs.step + (k * u + j0) * xs.row, xs.row,
+                           j1 - j0, B);
+}
+
+/* one sequence's step t, slice 0 or 1 of the units, for run_steps() */
+static void SFX(lstm_fslice)(void *f, int64_t t, int slice)
+{
+    const int64_t u = ((SFX(lstm_fwd) *)f)->I[2], half = SFX(slice_at)(u);
+    SFX(lstm_fstep)(f, t, slice ? half : 0, slice ? u : half, 1);
+}
+
+static inline __attribute__((always_inline)) void
+SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
+{
+    const int64_t T = I[0], u = I[2], G = 4 * u;
+    int64_t t;
+    SFX(lstm_fwd) f;
+    f.I = I;
+    f.P = P;
+    f.PU = SFX(pack)(1, G, u, P[0], G, B);
+    f.fused = SFX(fuse_inputs)(&f.in, G, I[5], P[10], B);
+    f.sliced = B == 1 && I[7] > 1 && !P[6] && SFX(slice_at)(u) < u;
+    if (!f.fused && !f.sliced) SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, P[1]);
+    if (f.sliced)
+        run_steps(T, SFX(lstm_fslice), &f, 2);
+    else
+        for (t = 0; t < T; t++) SFX(lstm_fstep)(&f, t, 0, u, B);
+    SFX(unpack)(&f.PU);
+    if (f.fused) SFX(unfuse_inputs)(&f.in);
 }
 
 /* dh, dc (u, B): in, dL/dh_T and dL/dc_T; out, the same for step 0.

@@ -17,6 +17,7 @@ recurrent_kernel U (u, 4u) and bias b (4u,):
 """
 import numpy as np
 
+from .. import _native
 from .recurrent import Cell, Recurrent
 
 
@@ -55,9 +56,14 @@ class LSTMCell(Cell):
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
         T, B, D = x_in.shape
         U, W = self.native_weights()
-        fast.lstm_forward((T, B, self.units, *self.native_codes(), D, int(gates)),
-                          (U, xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"),
-                           keep, x_in, W, self.params.get("bias")))
+        threads = _native.step_threads() if B == 1 else 1
+        args = ((T, B, self.units, *self.native_codes(), D, int(gates), threads),
+                (U, xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep,
+                 x_in, W, self.params.get("bias")))
+        if threads > 1:
+            _native.one_blas_thread(fast.lstm_forward, *args)
+        else:
+            fast.lstm_forward(*args)
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
         T, B, D = x_in.shape
