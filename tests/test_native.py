@@ -306,6 +306,26 @@ def test_one_sequence_on_two_threads(dtype, rng, monkeypatch):
         config.set_floatx(old)
 
 
+def test_one_sequence_inside_a_split_does_not_wait_for_itself():
+    """A part of a split batch with a single sequence runs its steps on its own thread: the worker
+    already has the other part (kernels.c keeps run_steps single-threaded inside a part, even if
+    asked for two threads), so nothing waits for itself. In a child process, with a time limit."""
+    import subprocess
+    import sys
+    if not _native.enabled():
+        pytest.skip("GRUKIT_NATIVE=0 set by the caller")
+    script = (
+        "import numpy as np\n"
+        "from grukit import _native\n"
+        "from grukit.layers import LSTM\n"
+        "_native.batch_parts = lambda B: [(0, B // 2), (B // 2, B)] if B >= 2 else [(0, B)]\n"
+        "_native.step_threads = lambda: 2\n"
+        "y = LSTM(64)(np.ones((2, 5, 3), np.float32))\n"
+        "print(y.shape)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "(2, 64)" in r.stdout, r.stderr[-2000:]
+
+
 def test_run_parts_rejects_bad_calls():
     """The module's run_parts checks what it is given, and a part may not split again."""
     if not _native.enabled():

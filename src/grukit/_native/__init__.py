@@ -224,6 +224,8 @@ _CPUS = os.cpu_count() or 1   # once: the call reads sysfs (6 us), and batch_par
 def step_threads():
     """2 when one sequence's steps may run on two threads (kernels.c's run_steps), on the same
     terms as the halves below; else 1."""
+    if getattr(_defer, "calls", None) is not None:   # a part of a split: one thread each
+        return 1
     controls = _state.get("threads")
     return 2 if controls is not None and _CPUS >= 2 and controls[0]() >= 2 else 1
 

@@ -83,6 +83,7 @@ static int blas_ilp64 = 0;
  * need not wait for it. A forked child starts a worker of its own. */
 #define SPIN_NS 200000
 typedef void (*task_fn)(void *);
+static _Thread_local int in_task = 0;   /* running a part of run_parts, on either thread */
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
@@ -249,6 +250,7 @@ static void run_steps(int64_t T, void (*step)(void *, int64_t, int), void *cell,
     step_split s;
     long job = 0;
     int64_t t;
+    if (in_task) threads = 1;   /* a part of a split already: the worker is taken */
     atomic_init(&s.next1, 0);
     atomic_init(&s.done1, 0);
     atomic_init(&s.ready, 0);
@@ -419,7 +421,9 @@ static void run_part(void *arg)
 {
     const part_job *j = arg;
     int i;
+    in_task = 1;
     for (i = 0; i < j->n; i++) exec_call(&j->calls[i]);
+    in_task = 0;
 }
 
 static void run_two(part_job *p0, part_job *p1)

@@ -36,11 +36,12 @@ static inline SFX(strides) SFX(span)(int64_t rows, int64_t steps, int64_t B)
 }
 
 /* where one sequence's units split into two slices for two threads (run_steps): half of them,
- * rounded up to whole cache lines; u when there are too few to split */
+ * rounded up to whole cache lines; u when there are too few (under four lines' worth) for the
+ * hand-over at every step to pay */
 static inline int64_t SFX(slice_at)(int64_t u)
 {
     const int64_t v = 64 / (int64_t)sizeof(REAL), half = (u / 2 + v - 1) / v * v;
-    return u < 2 * v ? u : half;
+    return u < 4 * v ? u : half;
 }
 
 /* Products with few columns (N = B <= SMALL_N sequences) in the step loops: a BLAS call costs more
