@@ -497,7 +497,9 @@ class Recurrent(Layer):
         if cache is None or cache[6] is None:
             return
         pool, pooled = self._pool, self._POOLED
-        for part in cache[1]:
+        # the last part first: the pool hands buffers out last-in first-out and the parts ask in
+        # order, so each half of a split batch gets back the buffers its own thread (core) used
+        for part in reversed(cache[1]):
             ws = part["ws"]
             if "released" in ws:
                 continue
@@ -509,7 +511,7 @@ class Recurrent(Layer):
                 free = pool.get(key)
                 if free is None:
                     pool[key] = [a]
-                elif len(free) < 2:
+                elif len(free) < 4:                 # two parts' h and c (LSTM)
                     free.append(a)
         while len(pool) > 12:                       # shapes that stopped coming: forget them
             pool.pop(next(iter(pool)))
