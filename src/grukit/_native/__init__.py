@@ -221,21 +221,24 @@ _held = [None]   # BLAS's thread count while a split holds it at one, to give ba
 _CPUS = os.cpu_count() or 1   # once: the call reads sysfs (6 us), and batch_parts runs per batch
 
 
+def _two_threads():
+    """Whether grukit may run two threads of its own: two cores, and BLAS allowed two or more
+    threads (so threadpoolctl's limits hold for grukit too)."""
+    controls = _state.get("threads")
+    return controls is not None and _CPUS >= 2 and controls[0]() >= 2
+
+
 def step_threads():
     """2 when one sequence's steps may run on two threads (kernels.c's run_steps), on the same
     terms as the halves below; else 1."""
     if getattr(_defer, "calls", None) is not None:   # a part of a split: one thread each
         return 1
-    controls = _state.get("threads")
-    return 2 if controls is not None and _CPUS >= 2 and controls[0]() >= 2 else 1
+    return 2 if _two_threads() else 1
 
 
 def batch_parts(B):
     """[(0, B)], or the two halves [(0, h), (h, B)] when splitting pays."""
-    controls = _state.get("threads")
-    if controls is None or B < 2 * MIN_HALF or _CPUS < 2:
-        return [(0, B)]
-    if controls[0]() < 2:
+    if B < 2 * MIN_HALF or not _two_threads():
         return [(0, B)]
     h = B // 2
     return [(0, h), (h, B)]

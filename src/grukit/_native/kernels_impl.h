@@ -51,46 +51,39 @@ static inline int64_t SFX(slice_at)(int64_t u)
 typedef REAL SFX(vec) __attribute__((vector_size(VBYTES), aligned(sizeof(REAL)), may_alias));
 #define SFX_VLEN ((int64_t)(VBYTES / sizeof(REAL)))
 
-/* c (M) = A^T b + beta c, A (K, M), b with stride ldb, c contiguous: one sequence's step product.
- * NV vectors of c at a time stay in registers over all of K, so that each step streams the
- * weights once and touches c once (instead of once per four rows of A). */
-#define GEMV_NV 8
+/* c[m .. m + nv VLEN) = A[:, those]^T b + beta c: nv vectors of c held in registers over all
+ * of K (nv a constant where it is inlined) */
+static inline __attribute__((always_inline)) void
+SFX(gemv_block)(const int nv, int64_t m, int64_t K, const REAL *A, int64_t lda, const REAL *b,
+                int64_t ldb, REAL beta, REAL *c)
+{
+    const int64_t V = SFX_VLEN;
+    SFX(vec) acc[8];
+    int64_t k;
+    int r;
+#pragma GCC unroll 8
+    for (r = 0; r < nv; r++)
+        acc[r] = beta != 0 ? *(const SFX(vec) *)(c + m + r * V) : (SFX(vec)){0};
+    for (k = 0; k < K; k++) {
+        const REAL h = b[k * ldb], *a = A + k * lda + m;
+#pragma GCC unroll 8
+        for (r = 0; r < nv; r++) acc[r] += *(const SFX(vec) *)(a + r * V) * h;
+    }
+#pragma GCC unroll 8
+    for (r = 0; r < nv; r++) *(SFX(vec) *)(c + m + r * V) = acc[r];
+}
+
+/* c (M) = A^T b + beta c, A (K, M), b with stride ldb, c contiguous: one sequence's step product,
+ * in blocks of 8, then 4, then 1 vector (independent accumulators), so that each step streams
+ * the weights once and touches c once (instead of once per four rows of A) */
 static void SFX(gemv_t)(int64_t M, int64_t K, const REAL *A, int64_t lda, const REAL *b,
                         int64_t ldb, REAL beta, REAL *c)
 {
     const int64_t V = SFX_VLEN;
-    int64_t m = 0, k, r;
-    for (; m + GEMV_NV * V <= M; m += GEMV_NV * V) {
-        SFX(vec) acc[GEMV_NV];
-#pragma GCC unroll 8
-        for (r = 0; r < GEMV_NV; r++)
-            acc[r] = beta != 0 ? *(const SFX(vec) *)(c + m + r * V) : (SFX(vec)){0};
-        for (k = 0; k < K; k++) {
-            const REAL h = b[k * ldb], *a = A + k * lda + m;
-#pragma GCC unroll 8
-            for (r = 0; r < GEMV_NV; r++) acc[r] += *(const SFX(vec) *)(a + r * V) * h;
-        }
-#pragma GCC unroll 8
-        for (r = 0; r < GEMV_NV; r++) *(SFX(vec) *)(c + m + r * V) = acc[r];
-    }
-    for (; m + 4 * V <= M; m += 4 * V) {   /* the same, four vectors at a time */
-        SFX(vec) acc[4];
-#pragma GCC unroll 4
-        for (r = 0; r < 4; r++)
-            acc[r] = beta != 0 ? *(const SFX(vec) *)(c + m + r * V) : (SFX(vec)){0};
-        for (k = 0; k < K; k++) {
-            const REAL h = b[k * ldb], *a = A + k * lda + m;
-#pragma GCC unroll 4
-            for (r = 0; r < 4; r++) acc[r] += *(const SFX(vec) *)(a + r * V) * h;
-        }
-#pragma GCC unroll 4
-        for (r = 0; r < 4; r++) *(SFX(vec) *)(c + m + r * V) = acc[r];
-    }
-    for (; m + V <= M; m += V) {
-        SFX(vec) acc = beta != 0 ? *(const SFX(vec) *)(c + m) : (SFX(vec)){0};
-        for (k = 0; k < K; k++) acc += *(const SFX(vec) *)(A + k * lda + m) * b[k * ldb];
-        *(SFX(vec) *)(c + m) = acc;
-    }
+    int64_t m = 0, k;
+    for (; m + 8 * V <= M; m += 8 * V) SFX(gemv_block)(8, m, K, A, lda, b, ldb, beta, c);
+    for (; m + 4 * V <= M; m += 4 * V) SFX(gemv_block)(4, m, K, A, lda, b, ldb, beta, c);
+    for (; m + V <= M; m += V) SFX(gemv_block)(1, m, K, A, lda, b, ldb, beta, c);
     for (; m < M; m++) {
         REAL acc = beta != 0 ? c[m] : 0;
         for (k = 0; k < K; k++) acc += A[k * lda + m] * b[k * ldb];
@@ -854,7 +847,7 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
         const REAL *xr = (const REAL *)P[9] + t * D;
         for (k = 0; k < 4; k++) {
             REAL *o = a_t + k * n + r0;
-            for (j = 0; j < j1 - j0; j++) o[j] = bias ? bias[k * u + j0 + j] : 0;
+            for (j = 0; j < j1 - j0; j++) o[j] = SFX(row_bias)(bias, 0, 0, k * u + j0 + j);
             SFX(gemm)(1, 0, j1 - j0, 1, D, 1, W + k * u + j0, G, xr, 1, 1, o, 1);
             SFX(gemm)(1, 0, j1 - j0, 1, u, 1, U + k * u + j0, G, h_in, lh, 1, o, 1);
         }

@@ -475,10 +475,10 @@ class Recurrent(Layer):
     _POOLED = frozenset(("xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp", "carried"))
 
     def _alloc(self, shape, dt):
-        """An uninitialised buffer: one a released cache gave back, or a new one (two halves of
-        a batch may ask at once: list.pop is atomic, the test before it is not). The pool is
-        keyed by shape alone: its buffers have the layer's float type, and one of another type
-        (the layer was built again since) is dropped."""
+        """An uninitialised buffer: one a released cache gave back, or a new one (two threads
+        calling the layer may ask at once: list.pop is atomic, the test before it is not). The
+        pool is keyed by shape alone: its buffers have the layer's float type, and one of another
+        type (the layer was built again since) is dropped."""
         free = self._pool.get(shape)
         if free:
             try:
