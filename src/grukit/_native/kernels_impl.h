@@ -278,51 +278,50 @@ static void SFX(pgemm)(const SFX(packed) *w, int64_t N, const REAL *Bm, int64_t 
  * A stay in L1. N is a multiple of VLEN. */
 #define RT 8
 #define RGEMM_KC 256
+/* one tile: C[r, 0 .. nv VLEN) (+)= sum_k row[r][k] Bm[k, .] for the first mr of RT rows, nv 1 or
+ * 2 vectors (a constant where it is inlined) */
+static inline __attribute__((always_inline)) void
+SFX(rtile)(const int nv, int64_t mr, int64_t kc, const REAL *const *row, const REAL *b,
+           int64_t ldb, int first, REAL *c, int64_t ldc)
+{
+    SFX(vec) acc[2][RT];
+    int64_t k, r;
+    int w;
+#pragma GCC unroll 8
+    for (r = 0; r < RT; r++)
+        for (w = 0; w < nv; w++)
+            acc[w][r] = !first && r < mr ? *(const SFX(vec) *)(c + r * ldc + w * SFX_VLEN)
+                                         : (SFX(vec)){0};
+    for (k = 0; k < kc; k++, b += ldb) {
+        SFX(vec) h[2];
+        for (w = 0; w < nv; w++) h[w] = *(const SFX(vec) *)(b + w * SFX_VLEN);
+#pragma GCC unroll 8
+        for (r = 0; r < RT; r++) {
+            const REAL x = row[r][k];
+            for (w = 0; w < nv; w++) acc[w][r] += x * h[w];
+        }
+    }
+#pragma GCC unroll 8
+    for (r = 0; r < RT; r++)
+        if (r < mr)
+            for (w = 0; w < nv; w++) *(SFX(vec) *)(c + r * ldc + w * SFX_VLEN) = acc[w][r];
+}
+
 static void SFX(rgemm)(int64_t M, int64_t N, int64_t kc, const REAL *A, int64_t lda,
                        const REAL *Bm, int64_t ldb, int first, REAL *C, int64_t ldc)
 {
     const int64_t nv = N / SFX_VLEN;
-    int64_t i, v, k, r;
+    int64_t i, v, r;
     for (i = 0; i < M; i += RT) {
         const int64_t mr = M - i < RT ? M - i : RT;
         const REAL *row[RT];
         for (r = 0; r < RT; r++) row[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
-        for (v = 0; v < nv; v += 2) {
-            const int two = v + 1 < nv;
-            const REAL *b = Bm + v * SFX_VLEN;
-            REAL *c = C + i * ldc + v * SFX_VLEN;
-            SFX(vec) acc0[RT], acc1[RT];
-#pragma GCC unroll 8
-            for (r = 0; r < RT; r++) {
-                acc0[r] = !first && r < mr ? *(const SFX(vec) *)(c + r * ldc) : (SFX(vec)){0};
-                acc1[r] = !first && r < mr && two ? *(const SFX(vec) *)(c + r * ldc + SFX_VLEN)
-                                                  : (SFX(vec)){0};
-            }
-            if (two) {
-                for (k = 0; k < kc; k++, b += ldb) {
-                    const SFX(vec) h0 = *(const SFX(vec) *)b,
-                                   h1 = *(const SFX(vec) *)(b + SFX_VLEN);
-#pragma GCC unroll 8
-                    for (r = 0; r < RT; r++) {
-                        const REAL x = row[r][k];
-                        acc0[r] += x * h0;
-                        acc1[r] += x * h1;
-                    }
-                }
-            } else {
-                for (k = 0; k < kc; k++, b += ldb) {
-                    const SFX(vec) h0 = *(const SFX(vec) *)b;
-#pragma GCC unroll 8
-                    for (r = 0; r < RT; r++) acc0[r] += row[r][k] * h0;
-                }
-            }
-#pragma GCC unroll 8
-            for (r = 0; r < RT; r++)
-                if (r < mr) {
-                    *(SFX(vec) *)(c + r * ldc) = acc0[r];
-                    if (two) *(SFX(vec) *)(c + r * ldc + SFX_VLEN) = acc1[r];
-                }
-        }
+        for (v = 0; v + 2 <= nv; v += 2)   /* two vectors: each value of A broadcast once */
+            SFX(rtile)(2, mr, kc, row, Bm + v * SFX_VLEN, ldb, first, C + i * ldc + v * SFX_VLEN,
+                       ldc);
+        if (v < nv)
+            SFX(rtile)(1, mr, kc, row, Bm + v * SFX_VLEN, ldb, first, C + i * ldc + v * SFX_VLEN,
+                       ldc);
     }
 }
 
