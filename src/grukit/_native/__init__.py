@@ -41,7 +41,7 @@ _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only"
                   "-std=gnu11", "-pthread"]
 # glibc's vector exp/tanh (without it the compiler goes scalar); kernels.c's worker thread
 _LINK_LIBS = ["-lmvec", "-lm", "-pthread"]
-_ABI_VERSION = 10
+_ABI_VERSION = 11
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path

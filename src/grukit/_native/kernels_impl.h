@@ -374,6 +374,12 @@ static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ld
 static void SFX(act)(int code, REAL *restrict y, int64_t n)
 {
     int64_t i;
+#if VMATH
+    if (code == ACT_TANH) vact_all_f32(ACT_TANH, y, n);   /* the code as a constant in the loop */
+    else if (code == ACT_SIGMOID) vact_all_f32(ACT_SIGMOID, y, n);
+    else if (code != ACT_LINEAR) vact_all_f32(code, y, n);
+    return;
+#endif
     switch (code) {
     case ACT_TANH:
         for (i = 0; i < n; i++) y[i] = TANH(y[i]);
@@ -855,6 +861,16 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
         for (j = 0; j < G; j++)
             for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
     }
+#if VMATH
+    if (ract == ACT_SIGMOID && act == ACT_TANH)   /* Keras's and PyTorch's: the codes as constants */
+        lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row, h_new + j0 * ss.row,
+                       tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0, B == 1 ? len : B, (int)I[6],
+                       ACT_SIGMOID, ACT_TANH);
+    else
+        lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row, h_new + j0 * ss.row,
+                       tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0, B == 1 ? len : B, (int)I[6],
+                       ract, act);
+#else
     SFX(act)(ract, ig + r0, len);
     SFX(act)(ract, fg + r0, len);
     SFX(act)(act, g + r0, len);
@@ -868,6 +884,7 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
     SFX(act)(act, tc_t + r0, len);
     for (j = j0; j < j1; j++)
         for (b = 0; b < B; b++) h_new[j * ss.row + b] = og[j * B + b] * tc_t[j * B + b];
+#endif
     if (keep) {
         SFX(hold_masked)(keep + t * B, h + j0 * ss.row, h_new + j0 * ss.row, ss.row, j1 - j0, B);
         SFX(hold_masked)(keep + t * B, c + j0 * ss.row, c_new + j0 * ss.row, ss.row, j1 - j0, B);
@@ -1059,6 +1076,9 @@ static void SFX(adam_update)(const int64_t *I, void *const *P)
         w[i] -= mi * alpha / (SQRT(vi) + eps);
     }
 }
+
+/* An activation in place, for the tests of its accuracy. I: code, n.  P: y (n) */
+static void SFX(activate)(const int64_t *I, void *const *P) { SFX(act)((int)I[0], P[0], I[1]); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* The entry points: a batch of one gets its own copy of each loop, compiled with B = 1, where a
