@@ -348,7 +348,6 @@ class Recurrent(Layer):
         if T == 0:
             raise ValueError(f"{self.name}: the input has no time steps (shape {x.shape}).")
         cell, u, dt = self.cell, self.units, self.params["recurrent_kernel"].dtype
-        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dt)     # (T, B, D)
         m_tm = None
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
@@ -357,7 +356,6 @@ class Recurrent(Layer):
                                  f"got {mask.shape}.")
             m_tm = np.ascontiguousarray(mask.T)[:, :, None]               # (T, B, 1)
         if self.go_backwards:
-            x_tm = x_tm[::-1].copy()
             m_tm = None if m_tm is None else m_tm[::-1]
         if dropout_masks is None and training and (self.dropout or self.recurrent_dropout):
             dropout_masks = self.dropout_masks(B, D, dt)
@@ -370,7 +368,6 @@ class Recurrent(Layer):
                                      f"{shape}, got {np.shape(m)}.")
             din = None if din is None else np.asarray(din, dt)
             drec = None if drec is None else np.asarray(drec, dt)
-        x_in = x_tm if din is None else x_tm * din
         init = self._initial_states(initial_state, B)
         keep = None
         if m_tm is not None:
@@ -378,7 +375,8 @@ class Recurrent(Layer):
             keep = np.ascontiguousarray(m_tm[:, 0, :])                     # (T, B)
         fast = cell.native_loops(dt)
         if fast is not None:
-            return self._forward_native(fast, x_in, init, keep, drec, m_tm, din, _gates)
+            return self._forward_native(fast, x, dt, init, keep, drec, m_tm, din, _gates)
+        x_in = self._time_major(x, 0, B, din, np.empty((T, B, D), dt))   # (T, B, D)
         S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
@@ -402,13 +400,29 @@ class Recurrent(Layer):
         self.release(cache)
         return y
 
-    def _forward_native(self, fast, x_in, init, keep, drec, m_tm, din, gates=True):
+    def _time_major(self, x, b0, b1, din, out):
+        """Sequences [b0, b1) of x (B, T, D) as the loops read them, into ``out`` (T, b1 - b0, D):
+        time-major, in reverse time order with go_backwards, times the input dropout mask.
+        One pass over x (a cast to the layer's type included), then the mask in place."""
+        src = x[b0:b1].transpose(1, 0, 2)
+        np.copyto(out, src[::-1] if self.go_backwards else src, casting="unsafe")
+        if din is not None:
+            out *= din[b0:b1]
+        return out
+
+    def _forward_native(self, fast, x, dt, init, keep, drec, m_tm, din, gates=True):
         """The compiled loop, over the whole batch or over two halves at once (see
-        grukit._native.batch_parts); the cache holds one part per half."""
-        T, B, _ = x_in.shape
+        grukit._native.batch_parts); the cache holds one part per half. Each part's time-major
+        input is copied straight from x into a buffer of the pool: the cache's x_in is only a
+        stand-in of the input's shape and type (a broadcast view, no memory)."""
+        B, T, D = x.shape
+        x_in = np.broadcast_to(np.zeros((), dt), (T, B, D))
+
+        def inputs(b0, b1):
+            return self._time_major(x, b0, b1, din, self._alloc((T, b1 - b0, D), dt))
         bounds = _native.batch_parts(B)
         if len(bounds) == 1:   # the common case, without the machinery below
-            part = self._forward_part(fast, x_in, keep, drec,
+            part = self._forward_part(fast, inputs(0, B), keep, drec,
                                       None if init is None else [np.asarray(s) for s in init],
                                       gates)
             part["b"] = (0, B)
@@ -422,7 +436,7 @@ class Recurrent(Layer):
                 if a is None:
                     return a
                 return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
-            return self._forward_part(fast, cut(x_in, 1), cut(keep, 1), cut(drec, 0),
+            return self._forward_part(fast, inputs(b0, b1), cut(keep, 1), cut(drec, 0),
                                       None if init is None else [cut(np.asarray(s), 0)
                                                                  for s in init], gates)
         parts = _native.run_parts([lambda b0=b0, b1=b1: run(b0, b1) for b0, b1 in bounds])
@@ -452,7 +466,7 @@ class Recurrent(Layer):
         G = cell.gates * u
         xp = alloc((G, T * B) if B > 1 else (T, G), dt)    # the kernel projects x into it
         ws = cell.native_workspace(T, B, dt, alloc)
-        ws["Sn"], ws["xp"] = Sn, xp
+        ws["Sn"], ws["xp"], ws["x"] = Sn, xp, x_in
         if drec is not None:
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
@@ -472,7 +486,8 @@ class Recurrent(Layer):
         return y
 
     # ---- buffers of the compiled path ----------------------------------------------------------
-    _POOLED = frozenset(("xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp", "carried"))
+    _POOLED = frozenset(("x", "xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp",
+                         "carried"))
 
     def _alloc(self, shape, dt):
         """An uninitialised buffer: one a released cache gave back, or a new one (two threads
