@@ -14,6 +14,8 @@ import pytest
 
 from grukit import Sequential, _native
 from grukit.layers import GRU, LSTM, Dense, SimpleRNN
+from grukit.layers.base import inputs_held
+from grukit.layers.recurrent import Recurrent
 from gradcheck import check_layer
 
 
@@ -61,12 +63,14 @@ OPTIONS = {
 }
 
 
-def run_both(make, x, rng, mask=None, initial_state=None, dropout_masks=None, **kw):
-    """Forward and backward on each path with the same weights; returns the two result lists."""
+def run_both(make, x, rng, mask=None, initial_state=None, dropout_masks=None, held=None, **kw):
+    """Forward and backward on each path with the same weights; returns the two result lists.
+    held: run both inside inputs_held() (as a model's training step does), and check that the
+    compiled loop read x in place in every part (True) or in none (False)."""
     results = []
     weights = None
     for native in (True, False):
-        with path(native):
+        with path(native), (inputs_held() if held is not None else contextlib.nullcontext()):
             layer = make(**kw)
             layer(x)
             if weights is None:
@@ -76,6 +80,8 @@ def run_both(make, x, rng, mask=None, initial_state=None, dropout_masks=None, **
             call = dict(mask=mask, initial_state=initial_state, dropout_masks=dropout_masks)
             y, cache = layer.forward(x, **call)
             assert (cache[6] is not None) == native   # the path asked for is the path taken
+            if native and held is not None:
+                assert [p["ws"]["xbm"] for p in cache[1]] == [held] * len(cache[1])
             outs = y if isinstance(y, list) else [y]
             g = [np.random.default_rng(7).standard_normal(o.shape) for o in outs]
             dx, grads, dstates = layer.backward_states(g if isinstance(y, list) else g[0], cache)
@@ -145,6 +151,71 @@ def test_float32_cells_with_every_activation(cell, acts, batch, rng):
     a, b = run_both(lambda **k: CELLS[cell](**k) if cell != "lstm" else LSTM(37, **k), x, rng,
                     return_sequences=True, **kw)
     assert_same(a, b, 2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("rows", [None, 2])
+@pytest.mark.parametrize("B,T,D", [(40, 16, 17), (40, 8, 5), (6, 5, 3)])
+def test_loops_read_x_in_place(cell, rows, B, T, D, dtype, halves, rng, monkeypatch):
+    """Inside inputs_held() the compiled loops read each half's rows of the caller's (B, T, D)
+    x where they are (kernels.c's xbm), forward and back, against the NumPy loop: halves of 20
+    over 320 columns (the weight gradient's tiles, 17 features) and over 160 (5 features: one
+    product per step). Halves of 3 read in place only with rows=2, and then take one input
+    product per step forward too (the path of builds without AVX-512 tiles). With
+    go_backwards x is copied as before."""
+    from grukit import config
+    monkeypatch.setattr(Recurrent, "_borrow_rows", rows)
+    old = config.floatx()
+    config.set_floatx(dtype)
+    try:
+        x = rng.standard_normal((B, T, D)).astype(dtype)
+        x0 = x.copy()
+        tol = 1e-11 if dtype == "float64" else 2e-5
+        kw = {"return_sequences": True}
+        borrowed = B // 2 >= (rows or 64 // np.dtype(dtype).itemsize)
+        assert_same(*run_both(CELLS[cell], x, rng, held=borrowed, **kw), tol)
+        assert_same(*run_both(CELLS[cell], x, rng, held=False, go_backwards=True, **kw), tol)
+        np.testing.assert_array_equal(x, x0)   # read, never written
+    finally:
+        config.set_floatx(old)
+
+
+def test_a_layers_own_forward_keeps_a_copy_of_x(rng):
+    """Called by hand (not within a model's training step), a layer's forward keeps a copy of
+    x for the backward pass: x changed in between does not change the gradients."""
+    layer = LSTM(8, return_sequences=True)
+    x = rng.standard_normal((40, 12, 20)).astype(np.float32)
+    dy = rng.standard_normal((40, 12, 8)).astype(np.float32)
+    layer(x)
+    _, cache = layer.forward(x, training=True)
+    want = layer.backward(dy, cache)[1]
+    _, cache = layer.forward(x, training=True)
+    x[...] = 0
+    got = layer.backward(dy, cache)[1]
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_training_never_writes_the_callers_x(halves, rng):
+    """A model's training steps and predictions read x in place: x must come out as it went in,
+    its rows never joining the layer's pool of reusable buffers. T = 20 sequences a half, so
+    that a half of x has the shape of the time-major copy that a forward by hand asks the pool
+    for (and would write into)."""
+    model = Sequential([LSTM(16, return_sequences=True), GRU(8), Dense(1)])
+    model.compile("adam", "mse")
+    x = rng.standard_normal((40, 20, 20)).astype(np.float32)
+    other = rng.standard_normal((40, 20, 20)).astype(np.float32)
+    y = rng.standard_normal((40, 1)).astype(np.float32)
+    x0 = x.copy()
+    for batch in (x, other, x, other):
+        model.train_on_batch(batch, y)
+        model.predict(batch, batch_size=40, verbose=0)
+        _, cache = model.layers[0].forward(other)   # by hand, gates kept: copies of x's halves
+        if cache[6] is not None:                     # (the compiled path)
+            assert [p["ws"]["xbm"] for p in cache[1]] == [False, False]
+        model.layers[0].release(cache)
+    np.testing.assert_array_equal(x, x0)
 
 
 def ulps(y, ref):

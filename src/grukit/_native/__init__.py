@@ -41,7 +41,7 @@ _COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only"
                   "-std=gnu11", "-pthread"]
 # glibc's vector exp/tanh (without it the compiler goes scalar); kernels.c's worker thread
 _LINK_LIBS = ["-lmvec", "-lm", "-pthread"]
-_ABI_VERSION = 11
+_ABI_VERSION = 12
 _MODULE = "grukit_kernels"
 
 # activation name -> the code kernels.c switches on; other activations take the NumPy path
@@ -354,7 +354,7 @@ def _check_gru_step(loops, dt, B, D):
         S, xp = np.zeros((u, 2, B), dt), np.empty((G, B), dt)
         S[:, 0] = h0
     a, scratch = np.empty((G, B), dt), np.empty((G, B), dt)
-    loops.gru_forward((1, B, u, 1, 0, 0, D, 1),
+    loops.gru_forward((1, B, u, 1, 0, 0, D, 1, 0),
                       (U, None, xp, S, a, None, scratch, None, None, None, x, W, None))
     got = S[1] if B == 1 else S[:, 1]
     h = h0.astype(np.float64)

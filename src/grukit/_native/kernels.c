@@ -178,7 +178,7 @@ lstm_cells_f32(float *a, int64_t n, const float *c, float *c_new, float *h_new, 
 #define VMATH_F32 0
 #endif
 
-#define ABI_VERSION 11
+#define ABI_VERSION 12
 #define MAX_ARGS 32
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };   /* the CBLAS constants */
@@ -437,12 +437,12 @@ typedef struct {
 } kernel_spec;
 
 static const kernel_spec KERNELS[] = {
-    {"gru_forward", gru_forward_f32, gru_forward_f64, 8, 13, 9},
-    {"gru_backward", gru_backward_f32, gru_backward_f64, 7, 21, 12},
-    {"lstm_forward", lstm_forward_f32, lstm_forward_f64, 8, 12, 8},
-    {"lstm_backward", lstm_backward_f32, lstm_backward_f64, 6, 20, 11},
-    {"rnn_forward", rnn_forward_f32, rnn_forward_f64, 5, 10, 6},
-    {"rnn_backward", rnn_backward_f32, rnn_backward_f64, 5, 16, 8},
+    {"gru_forward", gru_forward_f32, gru_forward_f64, 9, 13, 9},
+    {"gru_backward", gru_backward_f32, gru_backward_f64, 8, 21, 12},
+    {"lstm_forward", lstm_forward_f32, lstm_forward_f64, 9, 12, 8},
+    {"lstm_backward", lstm_backward_f32, lstm_backward_f64, 7, 20, 11},
+    {"rnn_forward", rnn_forward_f32, rnn_forward_f64, 6, 10, 6},
+    {"rnn_backward", rnn_backward_f32, rnn_backward_f64, 6, 16, 8},
     {"adam_update", adam_update_f32, adam_update_f64, 1, 5, -1},
     {"activate", activate_f32, activate_f64, 2, 1, -1},
 };

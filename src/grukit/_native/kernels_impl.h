@@ -14,7 +14,9 @@
  *                           ((T+1)*B for S), so that each weight gradient is one matrix product
  *                           over all steps. For B = 1 they are time-major, (T, rows): a step's
  *                           rows are contiguous, and the products read them transposed.
- *   x, dx (T*B, D); W (D, G); U (u, G), both in the loop's gate order. Gradients are written.
+ *   x (T*B, D) time-major, or, where the kernel's last integer (xbm) is 1, the caller's
+ *   batch-major (B, T, D), read in place; dx (T*B, D); W (D, G); U (u, G), both in the loop's
+ *   gate order. Gradients are written.
  */
 
 /* where step t's block of a buffer spanning all steps starts, and its row stride */
@@ -330,13 +332,14 @@ static void SFX(rgemm)(int64_t M, int64_t N, int64_t kc, const REAL *A, int64_t 
 #define WGRAD_MAX_N 256
 
 /* C (n, m) = X Y^T over K = T*B columns, where X (n, K) has rows with K contiguous (a feature-
- * major buffer over all steps, or, transposed = 1, a (K, n) row-major input such as x) and Y
- * (m, K) is rows of dL/dxp: computed as C^T = Y X^T with rgemm(), X^T's block of K built
+ * major buffer over all steps, or, transposed = 1, the K rows of an input such as x, row k at
+ * X + (k / xb) ldx + (k % xb) xrs: k ldx with xb = 1, or x_t's row b, k = t B + b, in a
+ * batch-major x with xb = B) and Y (m, K) is rows of dL/dxp: computed as C^T = Y X^T with rgemm(), X^T's block of K built
  * (transposed, zero-padded to a multiple of VLEN) in a small buffer, C^T in another. Returns 0
  * where it does not pay or cannot run (no AVX-512 tiles, fewer than VLEN or more than
  * WGRAD_MAX_N features, fewer than RGEMM_KC columns, no memory): gemm() then. */
 static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ldx, int transposed,
-                      const REAL *Y, int64_t ldy, REAL *C, int64_t ldc)
+                      int64_t xb, int64_t xrs, const REAL *Y, int64_t ldy, REAL *C, int64_t ldc)
 {
     const int64_t np = (n + SFX_VLEN - 1) / SFX_VLEN * SFX_VLEN;
     int64_t k0, kc, j, k;
@@ -353,7 +356,8 @@ static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ld
         kc = K - k0 < RGEMM_KC ? K - k0 : RGEMM_KC;
         if (transposed)
             for (k = 0; k < kc; k++) {
-                memcpy(Xb + k * np, X + (k0 + k) * ldx, (size_t)n * sizeof(REAL));
+                memcpy(Xb + k * np, X + (k0 + k) / xb * ldx + (k0 + k) % xb * xrs,
+                       (size_t)n * sizeof(REAL));
                 for (j = n; j < np; j++) Xb[k * np + j] = 0;
             }
         else
@@ -535,7 +539,7 @@ static void SFX(grad_xyT)(int64_t M, int64_t N, int64_t K, SFX(mat) X, SFX(mat) 
                           int64_t ldc)
 {
     if (Y.c == 1 && (X.c == 1 || X.r == 1)
-        && SFX(wgrad)(M, N, K, X.p, X.c == 1 ? X.r : X.c, X.c != 1, Y.p, Y.r, C, ldc))
+        && SFX(wgrad)(M, N, K, X.p, X.c == 1 ? X.r : X.c, X.c != 1, 1, 0, Y.p, Y.r, C, ldc))
         return;
     SFX(gemm_xyT)(M, N, K, X, Y, C, ldc);
 }
@@ -558,11 +562,23 @@ static void SFX(sums)(SFX(mat) v, REAL *restrict acc, int64_t G, int64_t K)
 }
 
 /* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T (unless dx is NULL: a first layer's input
- * needs none), dL/db = dxp summed over steps and batch; dxp is the (G, T*B) view */
-static void SFX(input_grads)(int64_t TB, int64_t D, int64_t G, const REAL *x, const REAL *W,
-                             SFX(mat) dxp, REAL *dW, REAL *db, REAL *dx)
+ * needs none), dL/db = dxp summed over steps and batch; dxp is the (G, T*B) view, x time-major
+ * (T*B, D) or, xbm, batch-major (B, T, D). dx is time-major. */
+static void SFX(input_grads)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL *x, int xbm,
+                             const REAL *W, SFX(mat) dxp, REAL *dW, REAL *db, REAL *dx)
 {
-    SFX(grad_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
+    const int64_t TB = T * B;
+    int64_t t;
+    if (xbm && B > 1) {   /* x_t's rows are T*D apart: the tiles read them there, or one product
+                             per step adds x_t^T times step t's columns of dxp */
+        if (!(dxp.c == 1
+              && SFX(wgrad)(D, G, TB, x, D, 1, B, T * D, dxp.p, dxp.r, dW, G)))
+            for (t = 0; t < T; t++)
+                SFX(gemm)(1, 1, D, G, B, 1, x + t * D, T * D, dxp.p + t * B * dxp.c, dxp.r,
+                          t > 0, dW, G);
+    } else {
+        SFX(grad_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
+    }
     if (dx) SFX(gemm_xyT)(TB, D, G, SFX(mT)(dxp), SFX(mview)(W, G, 1), dx, D);
     if (db) SFX(sums)(dxp, db, G, TB);
 }
@@ -574,13 +590,17 @@ static inline REAL SFX(row_bias)(const REAL *b, const REAL *b2, int64_t n2, int6
     return (b ? b[g] : 0) + (b2 && g < n2 ? b2[g] : 0);
 }
 
-/* before the loop: xp = x W + b, plus b2 on the first n2 rows (GRU's b'z, b'r), in xp's layout */
-static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL *x, const REAL *W,
-                         const REAL *b, const REAL *b2, int64_t n2, REAL *xp)
+/* before the loop: xp = x W + b, plus b2 on the first n2 rows (GRU's b'z, b'r), in xp's layout;
+ * x time-major, or, xbm, batch-major (then one product per step, x_t's rows T*D apart) */
+static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL *x, int xbm,
+                         const REAL *W, const REAL *b, const REAL *b2, int64_t n2, REAL *xp)
 {
     int64_t TB = T * B, g, k;
     if (B == 1)
         SFX(gemm_xyT)(T, G, D, SFX(mview)(x, D, 1), SFX(mview)(W, 1, G), xp, G);
+    else if (xbm)
+        for (k = 0; k < T; k++)
+            SFX(gemm)(1, 1, G, B, D, 1, W, G, x + k * D, T * D, 0, xp + k * B, TB);
     else
         SFX(gemm_xyT)(G, TB, D, SFX(mview)(W, 1, G), SFX(mview)(x, D, 1), xp, TB);
     if (!b && !b2) return;
@@ -627,14 +647,14 @@ static void SFX(unfuse_inputs)(SFX(inputs) *in)
     in->xT = NULL;
 }
 
-/* a (G, B) = x_t W + b, plus b2 on the first n2 rows */
-static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t D, int64_t B,
+/* a (G, B) = x_t W + b, plus b2 on the first n2 rows; x_t's rows xrs apart */
+static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t xrs, int64_t D, int64_t B,
                              const REAL *b, const REAL *b2, int64_t n2, REAL *a)
 {
     const int64_t G = in->W.M;
     int64_t j, c, k;
     for (c = 0; c < B; c++)
-        for (k = 0; k < D; k++) in->xT[k * B + c] = x_t[c * D + k];
+        for (k = 0; k < D; k++) in->xT[k * B + c] = x_t[c * xrs + k];
     for (j = 0; j < G; j++) {
         const REAL v = SFX(row_bias)(b, b2, n2, j);
         for (c = 0; c < B; c++) a[j * B + c] = v;
@@ -646,7 +666,8 @@ static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t D, int64_
 /* GRU, gate order z, r, h. With reset_after, h~ = f(xh + r * hu), hu = h Uh + bh' (not kept: the
  * backward pass computes it again, which saves T steps' worth of memory for one more product per
  * step); without, rh = r * h is kept and h~ = f(xh + (r * h) Uh).
- * I: T, B, u, reset_after, act, ract, D, keep_gates (0: inference, xp need not hold the gates)
+ * I: T, B, u, reset_after, act, ract, D, keep_gates (0: inference, xp need not hold the gates),
+ *    xbm
  * P: U, b2 (G) or NULL, xp (written), S, a, rh or NULL, scratch (G, B), rmask (u, B) or NULL,
  *    hd or NULL, keep or NULL, x, W, b (G) or NULL.
  * b is the input bias; b2 the recurrent one (reset_after): b2z, b2r go into xp, b2h into hu. */
@@ -663,11 +684,13 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
                        vs = SFX(span)(u, T, B);
     int64_t t, j, b, i, lh;
     const REAL *x = P[10], *W = P[11], *bias = P[12];
+    const int xbm = (int)I[8];
+    const int64_t xrs = xbm ? T * I[6] : I[6], xts = xbm ? I[6] : B * I[6];   /* x_t's rows */
     SFX(packed) PU = SFX(pack)(1, reset_after ? G : 2 * u, u, U, G, B),
                 PUh = SFX(pack)(1, reset_after ? 0 : u, u, U + 2 * u, G, reset_after ? 0 : B);
     SFX(inputs) in;
     const int fused = SFX(fuse_inputs)(&in, G, I[6], W, B);
-    if (!fused) SFX(project)(T, B, I[6], G, x, W, bias, b2, 2 * u, xp);
+    if (!fused) SFX(project)(T, B, I[6], G, x, xbm, W, bias, b2, 2 * u, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step, *a_t = a;
@@ -676,7 +699,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row,
                                           u, B, &lh);
         if (fused) {   /* x_t W + b (+ b2z, b2r) in a_t itself, read in place below */
-            SFX(step_inputs)(&in, x + t * B * I[6], I[6], B, bias, b2, 2 * u, a_t);
+            SFX(step_inputs)(&in, x + t * xts, xrs, I[6], B, bias, b2, 2 * u, a_t);
             x_t = a_t;
             xr = B;
         }
@@ -719,7 +742,7 @@ SFX(gru_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 }
 
 /* dh (u, B): in, dL/dh_T; out, dL/dh_0. dxp overwrites xp.
- * I: T, B, u, D, reset_after, act, ract
+ * I: T, B, u, D, reset_after, act, ract, xbm
  * P: U, W, xp, S, a, hu (u, B) or NULL, rh, d (G, B), tmp (u, B), carried (u, B) or NULL, rmask,
  *    hd, keep, dy, dh, x, dx, dW, dU, db or NULL: (G,), or (2, G) with reset_after (input bias,
  *    recurrent), b2 or NULL (reset_after: the recurrent bias) */
@@ -802,7 +825,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     }
     SFX(unpack)(&PU);
     SFX(unpack)(&PUh);
-    SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
+    SFX(input_grads)(T, B, D, G, x, (int)I[7], W, DXP, dW, db, dx);
     SFX(grad_xyT)(u, 2 * u, TB, HIN, DXP, dU, G);
     if (reset_after) {   /* dL/db'z, db'r are dL/dbz, dbr */
         if (db) memcpy(db + G, db, (size_t)(2 * u) * sizeof(REAL));
@@ -815,7 +838,7 @@ SFX(gru_backward_body)(const int64_t *I, void *const *P, const int64_t B)
 /* ------------------------------------------------------------------------------------------ */
 /* LSTM, Keras's gate order i, f, g (the candidate, Keras's c), o. tc[t] = f(c_t).
  * I: T, B, u, act, ract, D, keep_gates (0: inference, xp need not hold the gates), threads (2:
- *    one sequence's steps may run in two slices of units on two threads; see run_steps)
+ *    one sequence's steps may run in two slices of units on two threads; see run_steps), xbm
  * P: U, xp (written), Sh, Sc, a, tc, rmask, hd, keep, x, W, b or NULL */
 typedef struct {
     const int64_t *I;
@@ -846,7 +869,8 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
     const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row, u, B,
                                       &lh);
     if (f->fused) {   /* x_t W + b + U^T h */
-        SFX(step_inputs)(&f->in, (const REAL *)P[9] + t * B * I[5], I[5], B, P[11], 0, 0, a_t);
+        SFX(step_inputs)(&f->in, (const REAL *)P[9] + t * (I[8] ? D : B * D), I[8] ? T * D : D,
+                         D, B, P[11], 0, 0, a_t);
         SFX(pgemm)(&f->PU, B, h_in, lh, 1, a_t, B);
     } else if (f->sliced) {   /* one sequence, a slice: its rows of each gate, x_t W + b + U^T h */
         const REAL *xr = (const REAL *)P[9] + t * D;
@@ -913,7 +937,8 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     f.PU = SFX(pack)(1, G, u, P[0], G, B);
     f.fused = SFX(fuse_inputs)(&f.in, G, I[5], P[10], B);
     f.sliced = B == 1 && I[7] > 1 && !P[6] && SFX(slice_at)(u) < u;
-    if (!f.fused && !f.sliced) SFX(project)(T, B, I[5], G, P[9], P[10], P[11], 0, 0, P[1]);
+    if (!f.fused && !f.sliced)
+        SFX(project)(T, B, I[5], G, P[9], (int)I[8], P[10], P[11], 0, 0, P[1]);
     if (f.sliced)
         run_steps(T, SFX(lstm_fslice), &f, 2);
     else
@@ -923,7 +948,7 @@ SFX(lstm_forward_body)(const int64_t *I, void *const *P, const int64_t B)
 }
 
 /* dh, dc (u, B): in, dL/dh_T and dL/dc_T; out, the same for step 0.
- * I: T, B, u, D, act, ract
+ * I: T, B, u, D, act, ract, xbm
  * P: U, W, xp, Sc, Sh, a, tc, d (G, B), carried (2u, B) or NULL, rmask, hd, keep, dy, dh, dc,
  *    x, dx, dW, dU, db or NULL */
 static inline __attribute__((always_inline)) void
@@ -979,13 +1004,13 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         }
     }
     SFX(unpack)(&PU);
-    SFX(input_grads)(TB, D, G, x, W, DXP, dW, db, dx);
+    SFX(input_grads)(T, B, D, G, x, (int)I[6], W, DXP, dW, db, dx);
     SFX(grad_xyT)(u, G, TB, HIN, DXP, dU, G);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* SimpleRNN: h_t = f(x W + b + h U).
- * I: T, B, u, act, D
+ * I: T, B, u, act, D, xbm
  * P: U, xp (written), S, scratch (u, B), rmask, hd, keep, x, W, b or NULL */
 static inline __attribute__((always_inline)) void
 SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
@@ -1000,14 +1025,15 @@ SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     SFX(packed) PU = SFX(pack)(1, u, u, U, u, B);
     SFX(inputs) in;
     const int fused = SFX(fuse_inputs)(&in, u, I[4], P[8], B);
-    if (!fused) SFX(project)(T, B, I[4], u, P[7], P[8], P[9], 0, 0, xp);
+    if (!fused) SFX(project)(T, B, I[4], u, P[7], (int)I[5], P[8], P[9], 0, 0, xp);
     for (t = 0; t < T; t++) {
         const REAL *h = S + t * ss.step, *x_t = xp + t * xs.step;
         REAL *h_new = S + (t + 1) * ss.step;
         const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * xs.step : 0, xs.row,
                                           u, B, &lh);
         if (fused) {   /* x_t W + b + U^T h */
-            SFX(step_inputs)(&in, (const REAL *)P[7] + t * B * I[4], I[4], B, P[9], 0, 0,
+            SFX(step_inputs)(&in, (const REAL *)P[7] + t * (I[5] ? I[4] : B * I[4]),
+                             I[5] ? T * I[4] : I[4], I[4], B, P[9], 0, 0,
                              scratch);
             SFX(pgemm)(&PU, B, h_in, lh, 1, scratch, B);
         } else {
@@ -1023,7 +1049,7 @@ SFX(rnn_forward_body)(const int64_t *I, void *const *P, const int64_t B)
     if (fused) SFX(unfuse_inputs)(&in);
 }
 
-/* I: T, B, u, D, act
+/* I: T, B, u, D, act, xbm
  * P: U, W, xp, S, d (u, B), carried or NULL, rmask, hd, keep, dy, dh, x, dx, dW, dU, db */
 static inline __attribute__((always_inline)) void
 SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
@@ -1054,7 +1080,7 @@ SFX(rnn_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         if (keep) SFX(add)(dh, carried, n);
     }
     SFX(unpack)(&PU);
-    SFX(input_grads)(TB, D, u, x, W, DXP, dW, db, dx);
+    SFX(input_grads)(T, B, D, u, x, (int)I[5], W, DXP, dW, db, dx);
     SFX(grad_xyT)(u, u, TB, HIN, DXP, dU, u);
 }
 

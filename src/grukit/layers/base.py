@@ -5,7 +5,9 @@
 ``grads`` has the keys of ``params``. A cache is a value passed back in, never hidden state.
 Layers are callable on arrays, as in Keras: ``Dense(3)(np.ones((2, 4)))`` builds and runs.
 """
+import contextlib
 import itertools
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -15,6 +17,25 @@ from .. import constraints, regularizers
 from ..utils import reject_unknown
 
 _NAME_COUNTERS = defaultdict(itertools.count)
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def inputs_held():
+    """Within this block the caller keeps every layer's input unchanged until that layer's
+    backward pass has run (a model's training step does): a layer may then keep a view of its
+    input in the cache instead of a copy."""
+    old = getattr(_held, "on", False)
+    _held.on = True
+    try:
+        yield
+    finally:
+        _held.on = old
+
+
+def inputs_are_held():
+    """Whether the caller is inside :func:`inputs_held`."""
+    return getattr(_held, "on", False)
 
 
 def _snake(name: str) -> str:

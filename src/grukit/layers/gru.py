@@ -157,22 +157,23 @@ class GRUCell(Cell):
         return ws
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         U, W = self.native_weights()
         b_in, b_rec = self.biases()
         fast.gru_forward((T, B, self.units, int(self.reset_after), *self.native_codes(), D,
-                          int(gates)),
+                          int(gates), int(ws["xbm"])),
                          (U, b_rec, xp, Sn[0], ws["a"], ws.get("rh"), ws["scratch"],
                           ws.get("rmask"), ws.get("hd"), keep, x_in, W, b_in))
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
         ws["tmp"] = alloc((u, B), x_in.dtype)
         if self.reset_after:
             ws["hu"] = alloc((u, B), x_in.dtype)   # one step's h Uh
-        fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes()),
+        fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes(),
+                           int(ws["xbm"])),
                           (*self.native_weights(), ws["xp"], ws["Sn"][0], ws["a"],
                            ws.get("hu"), ws.get("rh"), d, ws["tmp"], carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,

@@ -54,10 +54,11 @@ class LSTMCell(Cell):
 
     # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         U, W = self.native_weights()
         threads = _native.step_threads() if B == 1 else 1
-        args = ((T, B, self.units, *self.native_codes(), D, int(gates), threads),
+        args = ((T, B, self.units, *self.native_codes(), D, int(gates), threads,
+                 int(ws["xbm"])),
                 (U, xp, Sn[0], Sn[1], ws["a"], ws["tc"], ws.get("rmask"), ws.get("hd"), keep,
                  x_in, W, self.params.get("bias")))
         if threads > 1:
@@ -66,11 +67,11 @@ class LSTMCell(Cell):
             fast.lstm_forward(*args)
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc, out)
         Sh, Sc = ws["Sn"]
-        fast.lstm_backward((T, B, u, D, *self.native_codes()),
+        fast.lstm_backward((T, B, u, D, *self.native_codes(), int(ws["xbm"])),
                            (*self.native_weights(), ws["xp"], Sc, Sh, ws["a"],
                             ws["tc"], d, carried, ws.get("rmask"), ws.get("hd"), keep, dy_tm,
                             dS[0], dS[1], x_in, dx, dW, dU, db))

@@ -43,6 +43,8 @@ batch of one they are time-major instead (:meth:`Cell.span_shape`):
     ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out)``  every step back, and
                                      the weight gradients (into out's arrays, by name, where
                                      given): returns grads; dL/dxp overwrites ws["xp"]
+x_in is time-major (T, B, D), or, where ``ws["xbm"]``, the caller's batch-major rows (B, T, D),
+which the loops read in place; ``ws["dims"]`` is (T, B, D) either way.
 With two cores, a batch of 16 or more runs as two halves on two threads
 (:func:`grukit._native.batch_parts`), each through these same calls; they must leave their
 results to the kernel call, which :func:`grukit._native.run_parts` collects and runs later.
@@ -55,7 +57,7 @@ import numpy as np
 
 from .. import _native, activations, initializers
 from ..utils import aligned, check_finite, make_rng
-from .base import Layer
+from .base import Layer, inputs_are_held
 
 
 class Cell:
@@ -170,7 +172,7 @@ class Cell:
         or None, in the arrays of ``out`` (every parameter's, by name) or else in new ones; and
         its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
         (carried_rows, B) buffer that masked steps need (None without a mask)."""
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         G, dt = self.gates * self.units, x_in.dtype
         ws["d"] = alloc((G, B), dt)
         ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
@@ -412,17 +414,26 @@ class Recurrent(Layer):
 
     def _forward_native(self, fast, x, dt, init, keep, drec, m_tm, din, gates=True):
         """The compiled loop, over the whole batch or over two halves at once (see
-        grukit._native.batch_parts); the cache holds one part per half. Each part's time-major
-        input is copied straight from x into a buffer of the pool: the cache's x_in is only a
-        stand-in of the input's shape and type (a broadcast view, no memory)."""
+        grukit._native.batch_parts); the cache holds one part per half. A part's input is x's
+        rows themselves, batch-major, where the loop reads them in place (see ``inputs``), or
+        else a time-major copy in a buffer of the pool: the cache's x_in is only a stand-in of
+        the input's shape and type (a broadcast view, no memory)."""
         B, T, D = x.shape
         x_in = np.broadcast_to(np.zeros((), dt), (T, B, D))
+        # in place: x as it is (no dropout, reversal or cast), rows enough for the loop's tiled
+        # input products (where it reads x_t's rows, at any stride, as it packs them), and x
+        # sure to stay unchanged while the cache lives (inference; or a model's training step)
+        borrow = (din is None and not self.go_backwards and x.dtype == dt
+                  and x.flags.c_contiguous and (not gates or inputs_are_held()))
+        rows = self._borrow_rows or 64 // dt.itemsize   # the tiles' width: a vector of B
 
         def inputs(b0, b1):
-            return self._time_major(x, b0, b1, din, self._alloc((T, b1 - b0, D), dt))
+            if borrow and b1 - b0 >= rows:
+                return x[b0:b1], True
+            return self._time_major(x, b0, b1, din, self._alloc((T, b1 - b0, D), dt)), False
         bounds = _native.batch_parts(B)
         if len(bounds) == 1:   # the common case, without the machinery below
-            part = self._forward_part(fast, inputs(0, B), keep, drec,
+            part = self._forward_part(fast, *inputs(0, B), keep, drec,
                                       None if init is None else [np.asarray(s) for s in init],
                                       gates)
             part["b"] = (0, B)
@@ -436,7 +447,7 @@ class Recurrent(Layer):
                 if a is None:
                     return a
                 return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
-            return self._forward_part(fast, inputs(b0, b1), cut(keep, 1), cut(drec, 0),
+            return self._forward_part(fast, *inputs(b0, b1), cut(keep, 1), cut(drec, 0),
                                       None if init is None else [cut(np.asarray(s), 0)
                                                                  for s in init], gates)
         parts = _native.run_parts([lambda b0=b0, b1=b1: run(b0, b1) for b0, b1 in bounds])
@@ -451,11 +462,13 @@ class Recurrent(Layer):
                else np.concatenate(outs))
         return out, (x_in, parts, None, None, m_tm, din, fast, keep)
 
-    def _forward_part(self, fast, x_in, keep, drec, init, gates=True):
+    def _forward_part(self, fast, x_in, xbm, keep, drec, init, gates=True):
         """One part of the batch through the compiled loop: its buffers, in a dict (``gates``:
-        whether the GRU and LSTM loops keep each step's gates, for a backward pass or a trace)."""
+        whether the GRU and LSTM loops keep each step's gates, for a backward pass or a trace).
+        x_in is time-major (T, B, D) in a buffer of the pool, or (xbm) rows of the caller's x,
+        (B, T, D), never pooled."""
         cell, u = self.cell, self.units
-        T, B, _ = x_in.shape
+        T, B, D = (x_in.shape[1], x_in.shape[0], x_in.shape[2]) if xbm else x_in.shape
         dt, alloc = x_in.dtype, self._alloc
         # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) (Sn), and S[k]
         # is a view of that; for B = 1 both are time-major
@@ -466,12 +479,14 @@ class Recurrent(Layer):
         G = cell.gates * u
         xp = alloc((G, T * B) if B > 1 else (T, G), dt)    # the kernel projects x into it
         ws = cell.native_workspace(T, B, dt, alloc)
-        ws["Sn"], ws["xp"], ws["x"] = Sn, xp, x_in
+        ws["Sn"], ws["xp"], ws["xbm"], ws["dims"] = Sn, xp, xbm, (T, B, D)
+        if not xbm:
+            ws["x"] = x_in
         if drec is not None:
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
         cell.forward_native(fast, x_in, xp, Sn, ws, keep, gates)
-        return {"x": x_in, "keep": keep, "S": S, "ws": ws}
+        return {"x": x_in, "dims": (T, B, D), "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
         if self.return_sequences:
@@ -486,6 +501,11 @@ class Recurrent(Layer):
         return y
 
     # ---- buffers of the compiled path ----------------------------------------------------------
+    #: the fewest sequences of a part whose input the compiled loop reads in place (None: a vector
+    #: register's worth, where it packs x_t's rows for its tiles; fewer take one product per step
+    #: there, which the tests reach by setting this lower)
+    _borrow_rows = None
+
     _POOLED = frozenset(("x", "xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp",
                          "carried"))
 
@@ -598,7 +618,7 @@ class Recurrent(Layer):
         cell = self.cell
         if len(parts) == 1:
             p = parts[0]
-            dx = np.empty(p["x"].shape, p["x"].dtype) if input_grad else None
+            dx = np.empty(p["dims"], p["x"].dtype) if input_grad else None
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
                                             self._alloc, out), dS
 
@@ -609,7 +629,7 @@ class Recurrent(Layer):
             def cut(a):
                 return None if a is None else np.ascontiguousarray(a[..., b0:b1])
             dS_p = [cut(d) for d in dS]
-            dx = np.empty(x.shape, x.dtype) if input_grad else None
+            dx = np.empty(p["dims"], x.dtype) if input_grad else None
             grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx,
                                          self._alloc)
             return dx, grads, dS_p
@@ -670,7 +690,7 @@ class Recurrent(Layer):
         else:   # the compiled loop: one dict per part of the batch
             G = self.cell.gates * self.units
             for p in cache[1]:   # the GRU and LSTM loops leave each step's gates in xp
-                (T, B, _), xp = p["x"].shape, p["ws"]["xp"]
+                (T, B, _), xp = p["dims"], p["ws"]["xp"]
                 p["ws"]["gates"] = (xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1
                                     else xp.reshape(T, G, 1))           # (T, G, B)
             values = [self.cell.trace(p["S"], p["ws"]) for p in cache[1]]

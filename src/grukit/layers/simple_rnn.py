@@ -23,17 +23,17 @@ class SimpleRNNCell(Cell):
         return {"T": T, "scratch": alloc((self.units, B), dt)}
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):   # keeps no gates
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         U, W = self.native_weights()
-        fast.rnn_forward((T, B, self.units, self.native_codes()[0], D),
+        fast.rnn_forward((T, B, self.units, self.native_codes()[0], D, int(ws["xbm"])),
                          (U, xp, Sn[0], ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                           W, self.params.get("bias")))
 
     def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
-        T, B, D = x_in.shape
+        T, B, D = ws["dims"]
         u = self.units
         dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
-        fast.rnn_backward((T, B, u, D, self.native_codes()[0]),
+        fast.rnn_backward((T, B, u, D, self.native_codes()[0], int(ws["xbm"])),
                           (*self.native_weights(), ws["xp"], ws["Sn"][0], d, carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
                            db))
