@@ -143,18 +143,20 @@ static inline __attribute__((always_inline)) void vact_all_f32(int code, float *
 
 /* An LSTM step's cells, float32, in one pass: a holds the four gates' values before their
  * activations (i, f, g, o; gate k at a + k n), row j of the units at a + j cols; c and the new
- * c and h at row stride ls. tc = f(c_new), h = o f(c_new); keep: write the activated gates back
- * to a (for the backward pass). With one sequence, rows = 1 and cols = the units: a unit's
- * values are contiguous in every buffer then. */
+ * c and h at row stride ls. tc = f(c_new), h = o f(c_new). gates, where not NULL, gets the
+ * activated gates (for the backward pass): gate k's row j at gates + k gk + j lg. With one
+ * sequence, rows = 1 and cols = the units: a unit's values are contiguous in every buffer
+ * then. */
 static inline __attribute__((always_inline)) void
-lstm_cells_f32(float *a, int64_t n, const float *c, float *c_new, float *h_new, float *tc,
-               int64_t ls, int64_t rows, int64_t cols, int keep, int ract, int act)
+lstm_cells_f32(const float *a, int64_t n, const float *c, float *c_new, float *h_new, float *tc,
+               int64_t ls, int64_t rows, int64_t cols, float *gates, int64_t gk, int64_t lg,
+               int ract, int act)
 {
     int64_t j, b;
     for (j = 0; j < rows; j++)
         for (b = 0; b < cols; b += 16) {
             const __mmask16 m = vmask_f32(cols - b);
-            float *p = a + j * cols + b;
+            const float *p = a + j * cols + b;
             const int64_t q = j * ls + b;
             const __m512 vi = vact_f32(ract, _mm512_maskz_loadu_ps(m, p)),
                          vf = vact_f32(ract, _mm512_maskz_loadu_ps(m, p + n)),
@@ -166,12 +168,74 @@ lstm_cells_f32(float *a, int64_t n, const float *c, float *c_new, float *h_new, 
             _mm512_mask_storeu_ps(c_new + q, m, vc);
             _mm512_mask_storeu_ps(tc + j * cols + b, m, vt);
             _mm512_mask_storeu_ps(h_new + q, m, _mm512_mul_ps(vo, vt));
-            if (keep) {
-                _mm512_mask_storeu_ps(p, m, vi);
-                _mm512_mask_storeu_ps(p + n, m, vf);
-                _mm512_mask_storeu_ps(p + 2 * n, m, vg);
-                _mm512_mask_storeu_ps(p + 3 * n, m, vo);
+            if (gates) {
+                float *o = gates + j * lg + b;
+                _mm512_mask_storeu_ps(o, m, vi);
+                _mm512_mask_storeu_ps(o + gk, m, vf);
+                _mm512_mask_storeu_ps(o + 2 * gk, m, vg);
+                _mm512_mask_storeu_ps(o + 3 * gk, m, vo);
             }
+        }
+}
+
+/* d f'(x), through the output y = f(x) (kernels_impl.h's dact_mul: a ReLU's or hard sigmoid's
+ * flat part gives 0, even for an infinite d) */
+static inline __attribute__((always_inline)) __m512 vdact_mul_f32(int code, __m512 y, __m512 d)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    switch (code) {
+    case ACT_TANH: return _mm512_mul_ps(d, _mm512_fnmadd_ps(y, y, one));
+    case ACT_SIGMOID: return _mm512_mul_ps(d, _mm512_mul_ps(y, _mm512_sub_ps(one, y)));
+    case ACT_RELU: return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), d);
+    case ACT_HARD_SIGMOID:
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ)
+                                       & _mm512_cmp_ps_mask(y, one, _CMP_LT_OQ),
+                                   _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 6)));
+    default: return d;
+    }
+}
+
+/* An LSTM step's cells going back, float32, in one pass, in the layout of lstm_cells_f32: the
+ * gates (i, f, g, o, activated) at gates (gate k's row j at gates + k gk + j lg), c the cell
+ * state before the step (row stride lc), tc = f(c_t); dh and dc (in: dL/dh_t, dL/dc_t) and the
+ * rows of d contiguous. Writes d = dL/d(gates before their activations) (gate k at d + k n),
+ * the same over the gates (which the backward pass needs no more), and dc = dL/dc_{t-1}
+ * without the recurrent product:
+ *   do = dh tc o',  dc_t = dc + dh o f'(c_t),  di = dc_t g i',  df = dc_t c f',
+ *   dg = dc_t i g',  dc = dc_t f */
+static inline __attribute__((always_inline)) void
+lstm_cells_back_f32(float *gates, int64_t gk, int64_t lg, const float *c, int64_t lc,
+                    const float *tc, const float *dh, float *dc, float *d, int64_t n,
+                    int64_t rows, int64_t cols, int ract, int act)
+{
+    int64_t j, b;
+    for (j = 0; j < rows; j++)
+        for (b = 0; b < cols; b += 16) {
+            const __mmask16 m = vmask_f32(cols - b);
+            float *p = gates + j * lg + b;
+            const int64_t q = j * cols + b;
+            const __m512 vi = _mm512_maskz_loadu_ps(m, p), vf = _mm512_maskz_loadu_ps(m, p + gk),
+                         vg = _mm512_maskz_loadu_ps(m, p + 2 * gk),
+                         vo = _mm512_maskz_loadu_ps(m, p + 3 * gk),
+                         vt = _mm512_maskz_loadu_ps(m, tc + q),
+                         vh = _mm512_maskz_loadu_ps(m, dh + q),
+                         vdo = vdact_mul_f32(ract, vo, _mm512_mul_ps(vh, vt)),
+                         vdc = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dc + q),
+                                             vdact_mul_f32(act, vt, _mm512_mul_ps(vh, vo))),
+                         vdi = vdact_mul_f32(ract, vi, _mm512_mul_ps(vdc, vg)),
+                         vdf = vdact_mul_f32(ract, vf,
+                                             _mm512_mul_ps(vdc, _mm512_maskz_loadu_ps(
+                                                                    m, c + j * lc + b))),
+                         vdg = vdact_mul_f32(act, vg, _mm512_mul_ps(vdc, vi));
+            _mm512_mask_storeu_ps(dc + q, m, _mm512_mul_ps(vdc, vf));
+            _mm512_mask_storeu_ps(d + q, m, vdi);
+            _mm512_mask_storeu_ps(d + n + q, m, vdf);
+            _mm512_mask_storeu_ps(d + 2 * n + q, m, vdg);
+            _mm512_mask_storeu_ps(d + 3 * n + q, m, vdo);
+            _mm512_mask_storeu_ps(p, m, vdi);
+            _mm512_mask_storeu_ps(p + gk, m, vdf);
+            _mm512_mask_storeu_ps(p + 2 * gk, m, vdg);
+            _mm512_mask_storeu_ps(p + 3 * gk, m, vdo);
         }
 }
 #else
@@ -398,7 +462,7 @@ static void run_steps(int64_t T, void (*step)(void *, int64_t, int), void *cell,
 #define EXP expf
 #define TANH tanhf
 #define SQRT sqrtf
-#define SIGMOID_FLOOR (-87.0f)
+#define SIGMOID_FLOOR (-88.7f)
 #define VMATH VMATH_F32
 #define GEMM_PTR blas_sgemm
 #define GEMM64_T gemm64_f32_t

@@ -388,7 +388,9 @@ static void SFX(act)(int code, REAL *restrict y, int64_t n)
     case ACT_TANH:
         for (i = 0; i < n; i++) y[i] = TANH(y[i]);
         break;
-    case ACT_SIGMOID:   /* the comparisons are written so that a NaN passes through */
+    case ACT_SIGMOID:   /* the comparisons are written so that a NaN passes through; the floor
+                           keeps exp(-v) finite (below it the sigmoid is under the smallest
+                           normal float already) */
         for (i = 0; i < n; i++) {
             REAL v = y[i] < SIGMOID_FLOOR ? SIGMOID_FLOOR : y[i];
             y[i] = (REAL)1 / ((REAL)1 + EXP(-v));
@@ -864,8 +866,7 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
                        vs = SFX(span)(u, T, B);
     const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
     REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step, *tc_t = tc + t * n;
-    REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
-    int64_t j, b, i, k, lh;
+    int64_t j, b, k, lh;
     const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row, u, B,
                                       &lh);
     if (f->fused) {   /* x_t W + b + U^T h */
@@ -886,15 +887,20 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
             for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
     }
 #if VMATH
-    if (ract == ACT_SIGMOID && act == ACT_TANH)   /* Keras's and PyTorch's: the codes as constants */
-        lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row, h_new + j0 * ss.row,
-                       tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0, B == 1 ? len : B, (int)I[6],
-                       ACT_SIGMOID, ACT_TANH);
-    else
-        lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row, h_new + j0 * ss.row,
-                       tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0, B == 1 ? len : B, (int)I[6],
-                       ract, act);
+    {   /* the gates go straight to x_t's slot of xp */
+        float *gates = I[6] ? xp + t * xs.step + j0 * xs.row : 0;
+        if (ract == ACT_SIGMOID && act == ACT_TANH)   /* Keras's and PyTorch's: as constants */
+            lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row,
+                           h_new + j0 * ss.row, tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0,
+                           B == 1 ? len : B, gates, u * xs.row, xs.row, ACT_SIGMOID, ACT_TANH);
+        else
+            lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row,
+                           h_new + j0 * ss.row, tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0,
+                           B == 1 ? len : B, gates, u * xs.row, xs.row, ract, act);
+    }
 #else
+    REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
+    int64_t i;
     SFX(act)(ract, ig + r0, len);
     SFX(act)(ract, fg + r0, len);
     SFX(act)(act, g + r0, len);
@@ -913,7 +919,7 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
         SFX(hold_masked)(keep + t * B, h + j0 * ss.row, h_new + j0 * ss.row, ss.row, j1 - j0, B);
         SFX(hold_masked)(keep + t * B, c + j0 * ss.row, c_new + j0 * ss.row, ss.row, j1 - j0, B);
     }
-    if (I[6])   /* the gates, for x_t */
+    if (I[6] && !VMATH)   /* the gates, for x_t */
         for (k = 0; k < 4; k++)
             SFX(copy_rows)(a_t + k * n + r0, B, xp + t * xs.step + (k * u + j0) * xs.row, xs.row,
                            j1 - j0, B);
@@ -967,18 +973,28 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
     const SFX(mat) DXP = SFX(mview)(dxp, xs.row, xs.step / B),
                    HIN = rmask ? SFX(mview)(hd, vs.row, vs.step / B)
                                : SFX(mview)(Sh, ss.row, ss.step / B);
-    REAL *di = d, *df = d + n, *dg = d + 2 * n, *dO = d + 3 * n;
     SFX(packed) PU = SFX(pack)(0, u, G, U, G, B);
-    int64_t t, i, j, b;
+    int64_t t, i;
     for (t = T - 1; t >= 0; t--) {
-        const REAL *c = Sc + t * ss.step, *a_t = a, *tc_t = tc + t * n;
-        const REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
-        SFX(copy_rows)(dxp + t * xs.step, xs.row, a, B, G, B);     /* this step's gates */
+        const REAL *c = Sc + t * ss.step, *tc_t = tc + t * n;
         if (dy) SFX(add)(dh, dy + t * n, n);
         if (keep) {
             SFX(split_masked)(keep + t * B, dh, carried, u, B);
             SFX(split_masked)(keep + t * B, dc, carried + n, u, B);
         }
+#if VMATH   /* one pass, the gates read from x_t's slot and dL/dxp written there and to d */
+        if (ract == ACT_SIGMOID && act == ACT_TANH)
+            lstm_cells_back_f32(dxp + t * xs.step, u * xs.row, xs.row, c, ss.row, tc_t, dh, dc, d,
+                                n, B == 1 ? 1 : u, B == 1 ? u : B, ACT_SIGMOID, ACT_TANH);
+        else
+            lstm_cells_back_f32(dxp + t * xs.step, u * xs.row, xs.row, c, ss.row, tc_t, dh, dc, d,
+                                n, B == 1 ? 1 : u, B == 1 ? u : B, ract, act);
+        (void)a;
+#else
+        const REAL *ig = a, *fg = a + n, *g = a + 2 * n, *og = a + 3 * n;
+        REAL *di = d, *df = d + n, *dg = d + 2 * n, *dO = d + 3 * n;
+        int64_t j, b;
+        SFX(copy_rows)(dxp + t * xs.step, xs.row, a, B, G, B);     /* this step's gates */
         /* output gate; the cell state through h_t = o * f(c_t) */
         for (i = 0; i < n; i++) dO[i] = dh[i] * tc_t[i];
         SFX(dact_mul)(ract, og, dO, n);
@@ -994,10 +1010,11 @@ SFX(lstm_backward_body)(const int64_t *I, void *const *P, const int64_t B)
         for (i = 0; i < n; i++) dg[i] = dc[i] * ig[i];
         SFX(dact_mul)(act, g, dg, n);
         for (i = 0; i < n; i++) dc[i] *= fg[i];
+        SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
+#endif
         /* the previous h, through h U */
         SFX(pgemm)(&PU, B, d, B, 0, dh, B);
         if (rmask) for (i = 0; i < n; i++) dh[i] *= rmask[i];
-        SFX(copy_rows)(d, B, dxp + t * xs.step, xs.row, G, B);
         if (keep) {
             SFX(add)(dh, carried, n);
             SFX(add)(dc, carried + n, n);
