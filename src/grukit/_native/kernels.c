@@ -141,6 +141,39 @@ static inline __attribute__((always_inline)) void vact_all_f32(int code, float *
     }
 }
 
+/* dst (16 x 16, row stride ldd) = the transpose of src (16 x 16, row stride lds), in registers:
+ * interleaving 32-bit, then 64-bit values of row pairs, then 128-bit lanes twice */
+static inline __attribute__((always_inline)) void
+transpose16_f32(const float *src, int64_t lds, float *dst, int64_t ldd)
+{
+    __m512 r[16], t[16];
+    int i;
+    for (i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+    for (i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {
+        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]),
+                      c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (i = 0; i < 16; i += 8) {
+        int j;
+        for (j = 0; j < 4; j++) {
+            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xdd);
+        }
+    }
+    for (i = 0; i < 8; i++) {
+        _mm512_storeu_ps(dst + i * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
+        _mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
+    }
+}
+
 /* An LSTM step's cells, float32, in one pass: a holds the four gates' values before their
  * activations (i, f, g, o; gate k at a + k n), row j of the units at a + j cols; c and the new
  * c and h at row stride ls. tc = f(c_new), h = o f(c_new). gates, where not NULL, gets the

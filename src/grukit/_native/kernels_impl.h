@@ -654,9 +654,15 @@ static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t xrs, int6
                              const REAL *b, const REAL *b2, int64_t n2, REAL *a)
 {
     const int64_t G = in->W.M;
-    int64_t j, c, k;
+    int64_t j, c, k, cb = 0, kb = 0;
+#if VMATH   /* 16 x 16 blocks in registers, the edges one value at a time */
+    cb = B - B % 16;
+    kb = D - D % 16;
+    for (c = 0; c < cb; c += 16)
+        for (k = 0; k < kb; k += 16) transpose16_f32(x_t + c * xrs + k, xrs, in->xT + k * B + c, B);
+#endif
     for (c = 0; c < B; c++)
-        for (k = 0; k < D; k++) in->xT[k * B + c] = x_t[c * xrs + k];
+        for (k = c < cb ? kb : 0; k < D; k++) in->xT[k * B + c] = x_t[c * xrs + k];
     for (j = 0; j < G; j++) {
         const REAL v = SFX(row_bias)(b, b2, n2, j);
         for (c = 0; c < B; c++) a[j * B + c] = v;
