@@ -218,6 +218,15 @@ class Cell:
         return {"h": S[0][1:]}
 
 
+class _InputDims:
+    """What a compiled forward's cache keeps of its input in place of the array: the time-major
+    shape (T, B, D) and the type (each part of the batch holds its own input)."""
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+
 class Recurrent(Layer):
     """A recurrent layer: a cell scanned over time. GRU, LSTM and SimpleRNN pick the cell.
 
@@ -417,9 +426,9 @@ class Recurrent(Layer):
         grukit._native.batch_parts); the cache holds one part per half. A part's input is x's
         rows themselves, batch-major, where the loop reads them in place (see ``inputs``), or
         else a time-major copy in a buffer of the pool: the cache's x_in is only a stand-in of
-        the input's shape and type (a broadcast view, no memory)."""
+        the input's shape and type."""
         B, T, D = x.shape
-        x_in = np.broadcast_to(np.zeros((), dt), (T, B, D))
+        x_in = _InputDims((T, B, D), dt)
         # in place: x as it is (no dropout, reversal or cast), rows enough for the loop's tiled
         # input products (where it reads x_t's rows, at any stride, as it packs them), and x
         # sure to stay unchanged while the cache lives (inference; or a model's training step)
