@@ -156,14 +156,15 @@ def test_float32_cells_with_every_activation(cell, acts, batch, rng):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("rows", [None, 2])
-@pytest.mark.parametrize("B,T,D", [(40, 16, 17), (40, 8, 5), (6, 5, 3)])
+@pytest.mark.parametrize("B,T,D", [(40, 16, 17), (40, 8, 5), (6, 5, 3), (40, 64, 20)])
 def test_loops_read_x_in_place(cell, rows, B, T, D, dtype, halves, rng, monkeypatch):
     """Inside inputs_held() the compiled loops read each half's rows of the caller's (B, T, D)
     x where they are (kernels.c's xbm), forward and back, against the NumPy loop: halves of 20
     over 320 columns (the weight gradient's tiles, 17 features) and over 160 (5 features: one
     product per step). Halves of 3 read in place only with rows=2, and then take one input
     product per step forward too (the path of builds without AVX-512 tiles). With
-    go_backwards x is copied as before."""
+    go_backwards x is copied as before: into new arrays, or, for halves of 20 x 64 x 20 (over
+    Recurrent._POOL_MIN_BYTES), into buffers of the pool."""
     from grukit import config
     monkeypatch.setattr(Recurrent, "_borrow_rows", rows)
     old = config.floatx()
@@ -199,18 +200,19 @@ def test_a_layers_own_forward_keeps_a_copy_of_x(rng):
 
 def test_training_never_writes_the_callers_x(halves, rng):
     """A model's training steps and predictions read x in place: x must come out as it went in,
-    its rows never joining the layer's pool of reusable buffers. T = 20 sequences a half, so
+    its rows never joining the layer's pool of reusable buffers. T = 40 sequences a half, so
     that a half of x has the shape of the time-major copy that a forward by hand asks the pool
-    for (and would write into)."""
+    for (and would write into; 128 KB, over Recurrent._POOL_MIN_BYTES)."""
     model = Sequential([LSTM(16, return_sequences=True), GRU(8), Dense(1)])
     model.compile("adam", "mse")
-    x = rng.standard_normal((40, 20, 20)).astype(np.float32)
-    other = rng.standard_normal((40, 20, 20)).astype(np.float32)
-    y = rng.standard_normal((40, 1)).astype(np.float32)
+    x = rng.standard_normal((80, 40, 20)).astype(np.float32)
+    other = rng.standard_normal((80, 40, 20)).astype(np.float32)
+    y = rng.standard_normal((80, 1)).astype(np.float32)
+    assert x[:40].nbytes >= Recurrent._POOL_MIN_BYTES
     x0 = x.copy()
     for batch in (x, other, x, other):
         model.train_on_batch(batch, y)
-        model.predict(batch, batch_size=40, verbose=0)
+        model.predict(batch, batch_size=80, verbose=0)
         _, cache = model.layers[0].forward(other)   # by hand, gates kept: copies of x's halves
         if cache[6] is not None:                     # (the compiled path)
             assert [p["ws"]["xbm"] for p in cache[1]] == [False, False]

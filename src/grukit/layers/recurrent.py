@@ -387,7 +387,7 @@ class Recurrent(Layer):
         fast = cell.native_loops(dt)
         if fast is not None:
             return self._forward_native(fast, x, dt, init, keep, drec, m_tm, din, _gates)
-        x_in = self._time_major(x, 0, B, din, np.empty((T, B, D), dt))   # (T, B, D)
+        x_in = self._part_input(x, 0, B, din, dt, False, pool=False)[0]   # (T, B, D)
         S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
@@ -411,39 +411,44 @@ class Recurrent(Layer):
         self.release(cache)
         return y
 
-    def _time_major(self, x, b0, b1, din, out):
-        """Sequences [b0, b1) of x (B, T, D) as the loops read them, into ``out`` (T, b1 - b0, D):
-        time-major, in reverse time order with go_backwards, times the input dropout mask.
-        One pass over x (a cast to the layer's type included), then the mask in place."""
+    def _part_input(self, x, b0, b1, din, dt, borrow, pool=True):
+        """(input, xbm): sequences [b0, b1) of x (B, T, D) as the loops read them. borrow: x's
+        own rows, batch-major (xbm True). Else a time-major (T, b1 - b0, D) copy, in reverse
+        time order with go_backwards, cast to dt, times the input dropout mask: one pass over x,
+        into a buffer of the pool where it is large (``_POOL_MIN_BYTES``), then the mask in
+        place."""
+        if borrow:
+            return x[b0:b1], True
         src = x[b0:b1].transpose(1, 0, 2)
-        np.copyto(out, src[::-1] if self.go_backwards else src, casting="unsafe")
+        if self.go_backwards:
+            src = src[::-1]
+        if pool and src.size * dt.itemsize >= self._POOL_MIN_BYTES:
+            out = self._alloc(src.shape, dt)
+            np.copyto(out, src, casting="unsafe")
+        else:
+            out = np.array(src, dtype=dt, order="C")   # a copy, even where src is contiguous
         if din is not None:
             out *= din[b0:b1]
-        return out
+        return out, False
 
     def _forward_native(self, fast, x, dt, init, keep, drec, m_tm, din, gates=True):
         """The compiled loop, over the whole batch or over two halves at once (see
         grukit._native.batch_parts); the cache holds one part per half. A part's input is x's
-        rows themselves, batch-major, where the loop reads them in place (see ``inputs``), or
-        else a time-major copy in a buffer of the pool: the cache's x_in is only a stand-in of
-        the input's shape and type."""
+        rows themselves, batch-major, where the loop reads them in place (``borrow``), or else
+        a time-major copy (:meth:`_part_input`): the cache's x_in is only a stand-in of the
+        input's shape and type."""
         B, T, D = x.shape
         x_in = _InputDims((T, B, D), dt)
-        # in place: x as it is (no dropout, reversal or cast), rows enough for the loop's tiled
-        # input products (where it reads x_t's rows, at any stride, as it packs them), and x
-        # sure to stay unchanged while the cache lives (inference; or a model's training step)
-        borrow = (din is None and not self.go_backwards and x.dtype == dt
-                  and x.flags.c_contiguous and (not gates or inputs_are_held()))
-        rows = self._borrow_rows or 64 // dt.itemsize   # the tiles' width: a vector of B
-
-        def inputs(b0, b1):
-            if borrow and b1 - b0 >= rows:
-                return x[b0:b1], True
-            return self._time_major(x, b0, b1, din, self._alloc((T, b1 - b0, D), dt)), False
         bounds = _native.batch_parts(B)
+        # in place: rows enough for the loop's tiled input products (where it reads x_t's rows,
+        # at any stride, as it packs them), x as it is (no dropout, reversal or cast), and x
+        # sure to stay unchanged while the cache lives (inference; or a model's training step)
+        borrow = (B // len(bounds) >= (self._borrow_rows or 64 // dt.itemsize)
+                  and din is None and not self.go_backwards and x.dtype == dt
+                  and x.flags.c_contiguous and (not gates or inputs_are_held()))
         if len(bounds) == 1:   # the common case, without the machinery below
-            part = self._forward_part(fast, *inputs(0, B), keep, drec,
-                                      None if init is None else [np.asarray(s) for s in init],
+            part = self._forward_part(fast, *self._part_input(x, 0, B, din, dt, borrow), keep,
+                                      drec, None if init is None else [np.asarray(s) for s in init],
                                       gates)
             part["b"] = (0, B)
             if self.stateful:
@@ -456,7 +461,8 @@ class Recurrent(Layer):
                 if a is None:
                     return a
                 return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
-            return self._forward_part(fast, *inputs(b0, b1), cut(keep, 1), cut(drec, 0),
+            return self._forward_part(fast, *self._part_input(x, b0, b1, din, dt, borrow),
+                                      cut(keep, 1), cut(drec, 0),
                                       None if init is None else [cut(np.asarray(s), 0)
                                                                  for s in init], gates)
         parts = _native.run_parts([lambda b0=b0, b1=b1: run(b0, b1) for b0, b1 in bounds])
@@ -489,7 +495,7 @@ class Recurrent(Layer):
         xp = alloc((G, T * B) if B > 1 else (T, G), dt)    # the kernel projects x into it
         ws = cell.native_workspace(T, B, dt, alloc)
         ws["Sn"], ws["xp"], ws["xbm"], ws["dims"] = Sn, xp, xbm, (T, B, D)
-        if not xbm:
+        if not xbm and x_in.nbytes >= self._POOL_MIN_BYTES:   # (a buffer of the pool)
             ws["x"] = x_in
         if drec is not None:
             ws["rmask"] = np.ascontiguousarray(drec.T)
@@ -514,6 +520,9 @@ class Recurrent(Layer):
     #: register's worth, where it packs x_t's rows for its tiles; fewer take one product per step
     #: there, which the tests reach by setting this lower)
     _borrow_rows = None
+    #: a copied input of this many bytes or more goes into a buffer of the pool (fresh pages cost
+    #: more than the copy there); a smaller one into a new array (the pool's bookkeeping would)
+    _POOL_MIN_BYTES = 1 << 16
 
     _POOLED = frozenset(("x", "xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp",
                          "carried"))
