@@ -175,26 +175,33 @@ transpose16_f32(const float *src, int64_t lds, float *dst, int64_t ldd)
 }
 
 /* An LSTM step's cells, float32, in one pass: a holds the four gates' values before their
- * activations (i, f, g, o; gate k at a + k n), row j of the units at a + j cols; c and the new
- * c and h at row stride ls. tc = f(c_new), h = o f(c_new). gates, where not NULL, gets the
- * activated gates (for the backward pass): gate k's row j at gates + k gk + j lg. With one
- * sequence, rows = 1 and cols = the units: a unit's values are contiguous in every buffer
- * then. */
+ * activations (i, f, g, o; gate k at a + k n), row j of the units at a + j cols, plus, where x
+ * is not NULL, x's (gate k's row j at x + k gk + j lg: the step's slot of the projection);
+ * c and the new c and h at row stride ls. tc = f(c_new), h = o f(c_new). gates, where not
+ * NULL, gets the activated gates (for the backward pass), laid out as x. With one sequence,
+ * rows = 1 and cols = the units: a unit's values are contiguous in every buffer then. */
+static inline __attribute__((always_inline)) __m512 gate_in_f32(__mmask16 m, const float *p,
+                                                               const float *x)
+{
+    const __m512 v = _mm512_maskz_loadu_ps(m, p);
+    return x ? _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, x)) : v;
+}
+
 static inline __attribute__((always_inline)) void
-lstm_cells_f32(const float *a, int64_t n, const float *c, float *c_new, float *h_new, float *tc,
-               int64_t ls, int64_t rows, int64_t cols, float *gates, int64_t gk, int64_t lg,
-               int ract, int act)
+lstm_cells_f32(const float *a, int64_t n, const float *x, const float *c, float *c_new,
+               float *h_new, float *tc, int64_t ls, int64_t rows, int64_t cols, float *gates,
+               int64_t gk, int64_t lg, int ract, int act)
 {
     int64_t j, b;
     for (j = 0; j < rows; j++)
         for (b = 0; b < cols; b += 16) {
             const __mmask16 m = vmask_f32(cols - b);
-            const float *p = a + j * cols + b;
+            const float *p = a + j * cols + b, *xj = x ? x + j * lg + b : 0;
             const int64_t q = j * ls + b;
-            const __m512 vi = vact_f32(ract, _mm512_maskz_loadu_ps(m, p)),
-                         vf = vact_f32(ract, _mm512_maskz_loadu_ps(m, p + n)),
-                         vg = vact_f32(act, _mm512_maskz_loadu_ps(m, p + 2 * n)),
-                         vo = vact_f32(ract, _mm512_maskz_loadu_ps(m, p + 3 * n)),
+            const __m512 vi = vact_f32(ract, gate_in_f32(m, p, xj)),
+                         vf = vact_f32(ract, gate_in_f32(m, p + n, xj ? xj + gk : 0)),
+                         vg = vact_f32(act, gate_in_f32(m, p + 2 * n, xj ? xj + 2 * gk : 0)),
+                         vo = vact_f32(ract, gate_in_f32(m, p + 3 * n, xj ? xj + 3 * gk : 0)),
                          vc = _mm512_fmadd_ps(vf, _mm512_maskz_loadu_ps(m, c + q),
                                               _mm512_mul_ps(vi, vg)),
                          vt = vact_f32(act, vc);

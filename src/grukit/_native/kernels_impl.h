@@ -97,21 +97,40 @@ static void SFX(gemv_t)(int64_t M, int64_t K, const REAL *A, int64_t lda, const 
 static void SFX(small_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
                           const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *acc)
 {
-    int64_t b, k, m;
+    int64_t b, k, m, m0 = 0;
+#if STEP_TILES   /* whole chunks of 4 vectors of rows: the sums stay in registers over all of K */
+    const int64_t mf = M - M % (4 * SFX_VLEN);
+    for (b = 0; b < N; b++)
+        for (m0 = 0; m0 < mf; m0 += 4 * SFX_VLEN) {
+            SFX(vec) s[4] = {{0}, {0}, {0}, {0}};
+            int v, l;
+            for (k = 0; k < K; k++) {
+                const REAL h = B[k * ldb + b], *a = A + k * lda + m0;
+                for (v = 0; v < 4; v++) s[v] += *(const SFX(vec) *)(a + v * SFX_VLEN) * h;
+            }
+            for (v = 0; v < 4; v++)
+                for (l = 0; l < SFX_VLEN; l++) {
+                    REAL *o = C + (m0 + v * SFX_VLEN + l) * ldc + b;
+                    *o = (beta != 0 ? *o : 0) + s[v][l];
+                }
+        }
+    m0 = mf;
+    if (m0 == M) return;
+#endif
     for (b = 0; b < N; b++) {
-        for (m = 0; m < M; m++) acc[m] = beta != 0 ? C[m * ldc + b] : 0;
+        for (m = m0; m < M; m++) acc[m] = beta != 0 ? C[m * ldc + b] : 0;
         for (k = 0; k + 4 <= K; k += 4) {
             const REAL *a0 = A + k * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
             REAL h0 = B[k * ldb + b], h1 = B[(k + 1) * ldb + b], h2 = B[(k + 2) * ldb + b],
                  h3 = B[(k + 3) * ldb + b];
-            for (m = 0; m < M; m++) acc[m] += a0[m] * h0 + a1[m] * h1 + a2[m] * h2 + a3[m] * h3;
+            for (m = m0; m < M; m++) acc[m] += a0[m] * h0 + a1[m] * h1 + a2[m] * h2 + a3[m] * h3;
         }
         for (; k < K; k++) {
             const REAL *a0 = A + k * lda;
             REAL h0 = B[k * ldb + b];
-            for (m = 0; m < M; m++) acc[m] += a0[m] * h0;
+            for (m = m0; m < M; m++) acc[m] += a0[m] * h0;
         }
-        for (m = 0; m < M; m++) C[m * ldc + b] = acc[m];
+        for (m = m0; m < M; m++) C[m * ldc + b] = acc[m];
     }
 }
 
@@ -870,9 +889,9 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
     const uint8_t *keep = P[8];
     const SFX(strides) xs = SFX(span)(G, T, B), ss = SFX(span)(u, T + 1, B),
                        vs = SFX(span)(u, T, B);
-    const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step, *x_t = xp + t * xs.step;
+    const REAL *h = Sh + t * ss.step, *c = Sc + t * ss.step;
     REAL *h_new = Sh + (t + 1) * ss.step, *c_new = Sc + (t + 1) * ss.step, *tc_t = tc + t * n;
-    int64_t j, b, k, lh;
+    int64_t j, k, lh;
     const REAL *h_in = SFX(rec_input)(h, ss.row, rmask, hd ? hd + t * vs.step : 0, vs.row, u, B,
                                       &lh);
     if (f->fused) {   /* x_t W + b + U^T h */
@@ -888,25 +907,31 @@ SFX(lstm_fstep)(SFX(lstm_fwd) *f, int64_t t, int64_t j0, int64_t j1, const int64
             SFX(gemm)(1, 0, j1 - j0, 1, u, 1, U + k * u + j0, G, h_in, lh, 1, o, 1);
         }
     } else {
-        SFX(pgemm)(&f->PU, B, h_in, lh, 0, a_t, B);       /* U^T h */
+        SFX(pgemm)(&f->PU, B, h_in, lh, 0, a_t, B);       /* U^T h; + x_t W + b below */
+#if !VMATH
+        const REAL *x_t = xp + t * xs.step;
+        int64_t b;
         for (j = 0; j < G; j++)
             for (b = 0; b < B; b++) a_t[j * B + b] += x_t[j * xs.row + b];
+#endif
     }
 #if VMATH
-    {   /* the gates go straight to x_t's slot of xp */
-        float *gates = I[6] ? xp + t * xs.step + j0 * xs.row : 0;
+    {   /* the gates go straight to x_t's slot of xp; the projection x_t W + b, where it was
+           made before the loop, comes from there too */
+        float *slot = xp + t * xs.step + j0 * xs.row, *gates = I[6] ? slot : 0;
+        const float *xw = f->fused || f->sliced ? 0 : slot;
         if (ract == ACT_SIGMOID && act == ACT_TANH)   /* Keras's and PyTorch's: as constants */
-            lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row,
+            lstm_cells_f32(a_t + r0, n, xw, c + j0 * ss.row, c_new + j0 * ss.row,
                            h_new + j0 * ss.row, tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0,
                            B == 1 ? len : B, gates, u * xs.row, xs.row, ACT_SIGMOID, ACT_TANH);
         else
-            lstm_cells_f32(a_t + r0, n, c + j0 * ss.row, c_new + j0 * ss.row,
+            lstm_cells_f32(a_t + r0, n, xw, c + j0 * ss.row, c_new + j0 * ss.row,
                            h_new + j0 * ss.row, tc_t + r0, ss.row, B == 1 ? 1 : j1 - j0,
                            B == 1 ? len : B, gates, u * xs.row, xs.row, ract, act);
     }
 #else
     REAL *ig = a_t, *fg = a_t + n, *g = a_t + 2 * n, *og = a_t + 3 * n;
-    int64_t i;
+    int64_t i, b;
     SFX(act)(ract, ig + r0, len);
     SFX(act)(ract, fg + r0, len);
     SFX(act)(act, g + r0, len);

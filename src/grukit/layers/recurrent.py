@@ -417,16 +417,19 @@ class Recurrent(Layer):
         time order with go_backwards, cast to dt, times the input dropout mask: one pass over x,
         into a buffer of the pool where it is large (``_POOL_MIN_BYTES``), then the mask in
         place."""
+        part = x if b1 - b0 == len(x) else x[b0:b1]
         if borrow:
-            return x[b0:b1], True
-        src = x[b0:b1].transpose(1, 0, 2)
+            return part, True
+        src = part.transpose(1, 0, 2)
         if self.go_backwards:
             src = src[::-1]
         if pool and src.size * dt.itemsize >= self._POOL_MIN_BYTES:
             out = self._alloc(src.shape, dt)
             np.copyto(out, src, casting="unsafe")
         else:
-            out = np.array(src, dtype=dt, order="C")   # a copy, even where src is contiguous
+            out = np.ascontiguousarray(src, dtype=dt)
+            if out is src:   # already contiguous (one step or one sequence): a copy all the same
+                out = src.copy()
         if din is not None:
             out *= din[b0:b1]
         return out, False
