@@ -220,6 +220,36 @@ def test_training_never_writes_the_callers_x(halves, rng):
     np.testing.assert_array_equal(x, x0)
 
 
+def test_dropout_never_writes_a_subclass_input():
+    """An ndarray subclass (a memmap, say) passed straight to forward, one sequence: the
+    time-major view of x is x's own memory, and the input dropout mask must multiply a copy,
+    never the caller's x."""
+    class Sub(np.ndarray):
+        pass
+    layer = LSTM(4, dropout=0.5)
+    layer(np.ones((1, 5, 3), np.float32))
+    x = np.ones((1, 5, 3), np.float32).view(Sub)
+    layer.forward(x, training=True)
+    assert (np.asarray(x) == 1).all()
+
+
+@pytest.mark.parametrize("make", [lambda: GRU(8), lambda: SimpleRNN(8)])
+def test_a_buffer_goes_back_to_the_pool_once(make, rng):
+    """The backward's d reuses the forward's one-step scratch (GRU, SimpleRNN): release() must
+    pool it once, or two later requests would get the same buffer."""
+    if not _native.enabled():
+        pytest.skip("the pool serves the compiled loops")
+    layer = make()
+    x = rng.standard_normal((20, 5, 3)).astype(np.float32)
+    layer(x)
+    _, cache = layer.forward(x, training=True)
+    layer.backward(rng.standard_normal((20, 8)).astype(np.float32), cache)
+    assert cache[1][0]["ws"]["d"] is cache[1][0]["ws"]["scratch"]
+    layer.release(cache)
+    bufs = [a for free in layer._pool.values() for a in free]
+    assert bufs and len({id(a) for a in bufs}) == len(bufs)
+
+
 def ulps(y, ref):
     """|y - ref| in units of the float32 spacing at ref (ref in float64)."""
     spacing = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)

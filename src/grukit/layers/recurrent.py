@@ -174,7 +174,8 @@ class Cell:
         (carried_rows, B) buffer that masked steps need (None without a mask)."""
         T, B, D = ws["dims"]
         G, dt = self.gates * self.units, x_in.dtype
-        ws["d"] = alloc((G, B), dt)
+        s = ws.get("scratch")   # the forward's one-step scratch, free by now, where it fits
+        ws["d"] = s if s is not None and s.shape == (G, B) else alloc((G, B), dt)
         ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
         if out is None:
             out = {"kernel": np.empty((D, G), dt),
@@ -428,8 +429,8 @@ class Recurrent(Layer):
             np.copyto(out, src, casting="unsafe")
         else:
             out = np.ascontiguousarray(src, dtype=dt)
-            if out is src:   # already contiguous (one step or one sequence): a copy all the same
-                out = src.copy()
+            if out.base is not None:   # x's own memory (one step or one sequence, contiguous
+                out = out.copy()       # already; or a view of a subclass): a copy all the same
         if din is not None:
             out *= din[b0:b1]
         return out, False
@@ -448,7 +449,8 @@ class Recurrent(Layer):
         # sure to stay unchanged while the cache lives (inference; or a model's training step)
         borrow = (B // len(bounds) >= (self._borrow_rows or 64 // dt.itemsize)
                   and din is None and not self.go_backwards and x.dtype == dt
-                  and x.flags.c_contiguous and (not gates or inputs_are_held()))
+                  and x.flags.c_contiguous and x.flags.aligned
+                  and (not gates or inputs_are_held()))
         if len(bounds) == 1:   # the common case, without the machinery below
             part = self._forward_part(fast, *self._part_input(x, 0, B, din, dt, borrow), keep,
                                       drec, None if init is None else [np.asarray(s) for s in init],
@@ -483,8 +485,8 @@ class Recurrent(Layer):
     def _forward_part(self, fast, x_in, xbm, keep, drec, init, gates=True):
         """One part of the batch through the compiled loop: its buffers, in a dict (``gates``:
         whether the GRU and LSTM loops keep each step's gates, for a backward pass or a trace).
-        x_in is time-major (T, B, D) in a buffer of the pool, or (xbm) rows of the caller's x,
-        (B, T, D), never pooled."""
+        x_in is time-major (T, B, D), a copy (in a buffer of the pool where it is large), or
+        (xbm) rows of the caller's x, (B, T, D), never pooled."""
         cell, u = self.cell, self.units
         T, B, D = (x_in.shape[1], x_in.shape[0], x_in.shape[2]) if xbm else x_in.shape
         dt, alloc = x_in.dtype, self._alloc
@@ -560,9 +562,11 @@ class Recurrent(Layer):
             if "released" in ws:
                 continue
             ws["released"] = True
+            seen = set()   # a buffer kept under two names (d and scratch) goes back once
             for a in [ws[k] for k in ws if k in pooled] + ws["Sn"]:
-                if a is None:
+                if a is None or id(a) in seen:
                     continue
+                seen.add(id(a))
                 key = a.shape
                 free = pool.get(key)
                 if free is None:
