@@ -582,18 +582,6 @@ static void SFX(sums)(SFX(mat) v, REAL *restrict acc, int64_t G, int64_t K)
     }
 }
 
-/* a time-major copy (T*B, D) of a batch-major x (B, T, D), to free; NULL without memory */
-static REAL *SFX(time_major)(const REAL *x, int64_t T, int64_t B, int64_t D)
-{
-    REAL *xt = malloc((size_t)(T * B * D) * sizeof(REAL));
-    int64_t t, b;
-    if (xt)
-        for (t = 0; t < T; t++)
-            for (b = 0; b < B; b++)
-                memcpy(xt + (t * B + b) * D, x + (b * T + t) * D, (size_t)D * sizeof(REAL));
-    return xt;
-}
-
 /* after the loop: dL/dW = x^T dxp^T, dL/dx = dxp^T W^T (unless dx is NULL: a first layer's input
  * needs none), dL/db = dxp summed over steps and batch; dxp is the (G, T*B) view, x time-major
  * (T*B, D) or, xbm, batch-major (B, T, D). dx is time-major. */
@@ -602,21 +590,13 @@ static void SFX(input_grads)(int64_t T, int64_t B, int64_t D, int64_t G, const R
 {
     const int64_t TB = T * B;
     int64_t t;
-    if (xbm && B > 1) {   /* x_t's rows are T*D apart: the tiles read them there; else the one
-                             product over a time-major copy, or, without memory for it, one
-                             product per step (x_t^T times step t's columns of dxp) */
+    if (xbm && B > 1) {   /* x_t's rows are T*D apart: the tiles read them there, or one product
+                             per step adds x_t^T times step t's columns of dxp */
         if (!(dxp.c == 1
-              && SFX(wgrad)(D, G, TB, x, D, 1, B, T * D, dxp.p, dxp.r, dW, G))) {
-            REAL *xt = SFX(time_major)(x, T, B, D);
-            if (xt) {
-                SFX(grad_xyT)(D, G, TB, SFX(mview)(xt, 1, D), dxp, dW, G);
-                free(xt);
-            } else {
-                for (t = 0; t < T; t++)
-                    SFX(gemm)(1, 1, D, G, B, 1, x + t * D, T * D, dxp.p + t * B * dxp.c, dxp.r,
-                              t > 0, dW, G);
-            }
-        }
+              && SFX(wgrad)(D, G, TB, x, D, 1, B, T * D, dxp.p, dxp.r, dW, G)))
+            for (t = 0; t < T; t++)
+                SFX(gemm)(1, 1, D, G, B, 1, x + t * D, T * D, dxp.p + t * B * dxp.c, dxp.r,
+                          t > 0, dW, G);
     } else {
         SFX(grad_xyT)(D, G, TB, SFX(mview)(x, 1, D), dxp, dW, G);
     }
@@ -632,21 +612,18 @@ static inline REAL SFX(row_bias)(const REAL *b, const REAL *b2, int64_t n2, int6
 }
 
 /* before the loop: xp = x W + b, plus b2 on the first n2 rows (GRU's b'z, b'r), in xp's layout;
- * x time-major, or, xbm, batch-major (then through a time-major copy, or, without memory for it,
- * one product per step, x_t's rows T*D apart) */
+ * x time-major, or, xbm, batch-major (then one product per step, x_t's rows T*D apart) */
 static void SFX(project)(int64_t T, int64_t B, int64_t D, int64_t G, const REAL *x, int xbm,
                          const REAL *W, const REAL *b, const REAL *b2, int64_t n2, REAL *xp)
 {
     int64_t TB = T * B, g, k;
-    REAL *xt = xbm && B > 1 ? SFX(time_major)(x, T, B, D) : 0;
     if (B == 1)
         SFX(gemm_xyT)(T, G, D, SFX(mview)(x, D, 1), SFX(mview)(W, 1, G), xp, G);
-    else if (xbm && !xt)
+    else if (xbm)
         for (k = 0; k < T; k++)
             SFX(gemm)(1, 1, G, B, D, 1, W, G, x + k * D, T * D, 0, xp + k * B, TB);
     else
-        SFX(gemm_xyT)(G, TB, D, SFX(mview)(W, 1, G), SFX(mview)(xt ? xt : x, D, 1), xp, TB);
-    free(xt);
+        SFX(gemm_xyT)(G, TB, D, SFX(mview)(W, 1, G), SFX(mview)(x, D, 1), xp, TB);
     if (!b && !b2) return;
     if (B == 1) {   /* no test of b or b2 in the inner loops: as a masked load of a NULL b2,
                        it cost as much as the whole recurrence on AMD Zen */
