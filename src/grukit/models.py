@@ -20,7 +20,7 @@ import numpy as np
 from . import callbacks as callbacks_module
 from . import config, losses, metrics as metrics_module, optimizers
 from .layers import Input, Layer
-from .layers.base import _held
+from .layers.base import inputs_held
 from .utils import ALIGN, aligned_empty, check_finite, rng, using_rng
 
 
@@ -282,16 +282,10 @@ class Sequential:
             layer.release(cache)
 
     def _train_step(self, x, y):
-        # nothing changes x or a layer's output before the backward pass (layers.base's
-        # inputs_held, written out: this runs once per step)
-        held = getattr(_held, "on", False)
-        _held.on = True
-        try:
+        with inputs_held():   # nothing changes x or a layer's output before the backward pass
             y_pred, caches, mask = self._forward(x, training=True)
             loss, dy = self._loss(y, y_pred, mask, caches)
             self._backward(dy, caches)
-        finally:
-            _held.on = held
         self._release(caches)
         self.optimizer.apply(self._flat, self._gflat, self._segments)
         for layer in self._constrained:

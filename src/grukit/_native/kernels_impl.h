@@ -98,22 +98,14 @@ static void SFX(small_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_
                           const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *acc)
 {
     int64_t b, k, m, m0 = 0;
-#if STEP_TILES   /* whole chunks of 4 vectors of rows: the sums stay in registers over all of K */
+#if STEP_TILES   /* whole chunks of 4 vectors of rows: the sums stay in registers over all of K
+                    (gemv_block, into acc), then go to C's strided column */
     const int64_t mf = M - M % (4 * SFX_VLEN);
-    for (b = 0; b < N; b++)
-        for (m0 = 0; m0 < mf; m0 += 4 * SFX_VLEN) {
-            SFX(vec) s[4] = {{0}, {0}, {0}, {0}};
-            int v, l;
-            for (k = 0; k < K; k++) {
-                const REAL h = B[k * ldb + b], *a = A + k * lda + m0;
-                for (v = 0; v < 4; v++) s[v] += *(const SFX(vec) *)(a + v * SFX_VLEN) * h;
-            }
-            for (v = 0; v < 4; v++)
-                for (l = 0; l < SFX_VLEN; l++) {
-                    REAL *o = C + (m0 + v * SFX_VLEN + l) * ldc + b;
-                    *o = (beta != 0 ? *o : 0) + s[v][l];
-                }
-        }
+    for (b = 0; b < N; b++) {
+        for (m0 = 0; m0 < mf; m0 += 4 * SFX_VLEN)
+            SFX(gemv_block)(4, m0, K, A, lda, B + b, ldb, 0, acc);
+        for (m = 0; m < mf; m++) C[m * ldc + b] = (beta != 0 ? C[m * ldc + b] : 0) + acc[m];
+    }
     m0 = mf;
     if (m0 == M) return;
 #endif

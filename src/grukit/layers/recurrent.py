@@ -506,7 +506,7 @@ class Recurrent(Layer):
             ws["rmask"] = np.ascontiguousarray(drec.T)
             ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
         cell.forward_native(fast, x_in, xp, Sn, ws, keep, gates)
-        return {"x": x_in, "dims": (T, B, D), "keep": keep, "S": S, "ws": ws}
+        return {"x": x_in, "keep": keep, "S": S, "ws": ws}
 
     def _outputs(self, S, m_tm):
         if self.return_sequences:
@@ -643,7 +643,7 @@ class Recurrent(Layer):
         cell = self.cell
         if len(parts) == 1:
             p = parts[0]
-            dx = np.empty(p["dims"], p["x"].dtype) if input_grad else None
+            dx = np.empty(p["ws"]["dims"], p["x"].dtype) if input_grad else None
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
                                             self._alloc, out), dS
 
@@ -654,7 +654,7 @@ class Recurrent(Layer):
             def cut(a):
                 return None if a is None else np.ascontiguousarray(a[..., b0:b1])
             dS_p = [cut(d) for d in dS]
-            dx = np.empty(p["dims"], x.dtype) if input_grad else None
+            dx = np.empty(p["ws"]["dims"], x.dtype) if input_grad else None
             grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx,
                                          self._alloc)
             return dx, grads, dS_p
@@ -715,7 +715,7 @@ class Recurrent(Layer):
         else:   # the compiled loop: one dict per part of the batch
             G = self.cell.gates * self.units
             for p in cache[1]:   # the GRU and LSTM loops leave each step's gates in xp
-                (T, B, _), xp = p["dims"], p["ws"]["xp"]
+                (T, B, _), xp = p["ws"]["dims"], p["ws"]["xp"]
                 p["ws"]["gates"] = (xp.reshape(G, T, B).transpose(1, 0, 2) if B > 1
                                     else xp.reshape(T, G, 1))           # (T, G, B)
             values = [self.cell.trace(p["S"], p["ws"]) for p in cache[1]]
