@@ -343,10 +343,10 @@ def memory_child(side_name, cell, wl):
            "first_step_peak_bytes": s1["VmHWM"] - rss0,
            "resident_after_warmup_bytes": s1["VmRSS"] - rss0}
     if side_name == "grukit":
-        # buffers grukit keeps between steps for reuse (recurrent layers' pools): memory a side
-        # holds across steps counts as part of its step, so it is added to the step's peak
-        out["held_bytes"] = sum(a.nbytes for layer in side.model.layers
-                                for free in getattr(layer, "_pool", {}).values() for a in free)
+        # buffers grukit keeps between steps for reuse (recurrent layers' workspaces): memory a
+        # side holds across steps counts as part of its step, so it is added to the step's peak
+        out["held_bytes"] = sum(layer.held_bytes() for layer in side.model.layers
+                                if hasattr(layer, "held_bytes"))
         import tracemalloc
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]

@@ -163,8 +163,7 @@ def test_loops_read_x_in_place(cell, rows, B, T, D, dtype, halves, rng, monkeypa
     over 320 columns (the weight gradient's tiles, 17 features) and over 160 (5 features: one
     product per step). Halves of 3 read in place only with rows=2, and then take one input
     product per step forward too (the path of builds without AVX-512 tiles). With
-    go_backwards x is copied as before: into new arrays, or, for halves of 20 x 64 x 20 (over
-    Recurrent._POOL_MIN_BYTES), into buffers of the pool."""
+    go_backwards x is copied as before, into the workspace's own buffer."""
     from grukit import config
     monkeypatch.setattr(Recurrent, "_borrow_rows", rows)
     old = config.floatx()
@@ -200,15 +199,14 @@ def test_a_layers_own_forward_keeps_a_copy_of_x(rng):
 
 def test_training_never_writes_the_callers_x(halves, rng):
     """A model's training steps and predictions read x in place: x must come out as it went in,
-    its rows never joining the layer's pool of reusable buffers. T = 40 sequences a half, so
-    that a half of x has the shape of the time-major copy that a forward by hand asks the pool
-    for (and would write into; 128 KB, over Recurrent._POOL_MIN_BYTES)."""
+    its rows never joining the layer's reusable workspaces. T = 40 sequences a half, so that a
+    half of x has the shape of the time-major copy that a forward by hand makes in the same
+    workspace (and would write into, were x's rows kept there)."""
     model = Sequential([LSTM(16, return_sequences=True), GRU(8), Dense(1)])
     model.compile("adam", "mse")
     x = rng.standard_normal((80, 40, 20)).astype(np.float32)
     other = rng.standard_normal((80, 40, 20)).astype(np.float32)
     y = rng.standard_normal((80, 1)).astype(np.float32)
-    assert x[:40].nbytes >= Recurrent._POOL_MIN_BYTES
     x0 = x.copy()
     for batch in (x, other, x, other):
         model.train_on_batch(batch, y)
@@ -217,6 +215,11 @@ def test_training_never_writes_the_callers_x(halves, rng):
         if cache[6] is not None:                     # (the compiled path)
             assert [p["ws"]["xbm"] for p in cache[1]] == [False, False]
         model.layers[0].release(cache)
+        for layer in model.layers[:2]:
+            for free in layer._pool.values():
+                for ws in free:
+                    assert not any(isinstance(a, np.ndarray) and np.shares_memory(a, batch)
+                                   for a in ws.values())
     np.testing.assert_array_equal(x, x0)
 
 
@@ -391,6 +394,28 @@ def test_release_twice_is_harmless(rng):
         layer.release(cache)              # the second call must not hand the buffers out twice
         pooled = [id(a) for free in layer._pool.values() for a in free]
         assert pooled and len(pooled) == len(set(pooled))
+
+
+def test_a_stale_cache_gives_back_nothing(rng):
+    """A workspace goes back to the layer once per call that used it: a cache released again
+    after its workspace went to a later call must not hand that workspace out while the later
+    call's cache still needs it."""
+    with path(True):
+        layer = LSTM(3)
+        x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+        dy = rng.standard_normal((2, 3)).astype(np.float32)
+        layer(x)
+        _, old = layer.forward(x, training=True)
+        layer.release(old)
+        _, live = layer.forward(x, training=True)    # in old's workspace, now live's
+        assert live[1][0]["ws"] is old[1][0]["ws"]
+        want = layer.backward(dy, layer.forward(x, training=True)[1])[1]
+        layer.release(old)                            # stale: must give nothing back
+        _, other = layer.forward(2 * x, training=True)
+        assert other[1][0]["ws"] is not live[1][0]["ws"]
+        got = layer.backward(dy, live)[1]
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
 
 
 # ---- a batch in two halves on two threads ----------------------------------------------------
@@ -715,6 +740,42 @@ def test_paths_agree_at_edge_shapes(shape, float64, rng):
                  lambda **kw: LSTM(u, **kw), lambda **kw: SimpleRNN(u, **kw)):
         a, b = run_both(make, x, rng, return_sequences=True, return_state=True)
         assert_same(a, b, 1e-11)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch", [6, 13])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_paths_agree_through_the_small_products(cell, batch, dtype, rng, monkeypatch):
+    """Batches narrower than a vector (16 float32 values, 8 float64) take kernels.c's small_kn
+    products, blocks of two vectors of gate rows by up to 8 sequences: 37 units leave gate
+    rows past the last whole vector (read in U itself going forward, from its zero-padded
+    transposed copy going back), 13 sequences a second block of columns; float32 LSTM cells
+    go two rows of 6 to a vector. Against the NumPy loop, with a mask, then with initial
+    states and dropout."""
+    monkeypatch.setattr(_native, "batch_parts", lambda B: [(0, B)])
+    from grukit import config
+    old = config.floatx()
+    config.set_floatx(dtype)
+    try:
+        B, T, D, u = batch, 4, 3, 37
+        x = rng.standard_normal((B, T, D)).astype(dtype)
+        mask = np.ones((B, T), bool)
+        mask[1, 2:] = False
+        make = {"gru": lambda **kw: GRU(u, **kw),
+                "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
+                "lstm": lambda **kw: LSTM(u, **kw),
+                "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
+        tol = 1e-11 if dtype == "float64" else 2e-5
+        a, b = run_both(make, x, rng, mask=mask, return_sequences=True, return_state=True)
+        assert_same(a, b, tol)
+        init = [rng.standard_normal((B, u)).astype(dtype)
+                for _ in range(2 if cell == "lstm" else 1)]
+        drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
+        a, b = run_both(make, x, rng, initial_state=init, dropout_masks=drop,
+                        return_sequences=True, return_state=True)
+        assert_same(a, b, tol)
+    finally:
+        config.set_floatx(old)
 
 
 @pytest.mark.parametrize("batch", [19, 40])

@@ -181,40 +181,62 @@ transpose16_f32(const float *src, int64_t lds, float *dst, int64_t ldd)
  * c and the new c and h at row stride ls. tc = f(c_new), h = o f(c_new). gates, where not
  * NULL, gets the activated gates (for the backward pass), laid out as x. With one sequence,
  * rows = 1 and cols = the units: a unit's values are contiguous in every buffer then. */
-static inline __attribute__((always_inline)) __m512 gate_in_f32(__mmask16 m, const float *p,
-                                                               const float *x)
-{
+static inline __attribute__((always_inline)) __m512 row_ld_f32(const float *p, int64_t next,
+                                                               __mmask16 m, __mmask16 m2)
+{   /* the lanes m of a row at p; and, where m2, the next row (next values on) in lanes 8.. */
     const __m512 v = _mm512_maskz_loadu_ps(m, p);
-    return x ? _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, x)) : v;
+    return m2 ? _mm512_mask_loadu_ps(v, m2, p + next - 8) : v;
 }
 
+static inline __attribute__((always_inline)) void row_st_f32(float *p, int64_t next, __mmask16 m,
+                                                            __mmask16 m2, __m512 v)
+{
+    _mm512_mask_storeu_ps(p, m, v);
+    if (m2) _mm512_mask_storeu_ps(p + next - 8, m2, v);
+}
+
+static inline __attribute__((always_inline)) __m512 gate_in_f32(__mmask16 m, __mmask16 m2,
+                                                               const float *p, int64_t lp,
+                                                               const float *x, int64_t lx)
+{
+    const __m512 v = row_ld_f32(p, lp, m, m2);
+    return x ? _mm512_add_ps(v, row_ld_f32(x, lx, m, m2)) : v;
+}
+
+/* Rows of 8 values or fewer go two to a vector (lanes 0.. and 8..): the activations cost the
+ * same for a full vector as for a few lanes. */
 static inline __attribute__((always_inline)) void
 lstm_cells_f32(const float *a, int64_t n, const float *x, const float *c, float *c_new,
                float *h_new, float *tc, int64_t ls, int64_t rows, int64_t cols, float *gates,
                int64_t gk, int64_t lg, int ract, int act)
 {
+    const int64_t step = cols <= 8 ? 2 : 1;
     int64_t j, b;
-    for (j = 0; j < rows; j++)
+    for (j = 0; j < rows; j += step)
         for (b = 0; b < cols; b += 16) {
-            const __mmask16 m = vmask_f32(cols - b);
+            const __mmask16 m = vmask_f32(cols - b),
+                            m2 = step == 2 && j + 1 < rows ? (__mmask16)(m << 8) : 0;
             const float *p = a + j * cols + b, *xj = x ? x + j * lg + b : 0;
             const int64_t q = j * ls + b;
-            const __m512 vi = vact_f32(ract, gate_in_f32(m, p, xj)),
-                         vf = vact_f32(ract, gate_in_f32(m, p + n, xj ? xj + gk : 0)),
-                         vg = vact_f32(act, gate_in_f32(m, p + 2 * n, xj ? xj + 2 * gk : 0)),
-                         vo = vact_f32(ract, gate_in_f32(m, p + 3 * n, xj ? xj + 3 * gk : 0)),
-                         vc = _mm512_fmadd_ps(vf, _mm512_maskz_loadu_ps(m, c + q),
+            const __m512 vi = vact_f32(ract, gate_in_f32(m, m2, p, cols, xj, lg)),
+                         vf = vact_f32(ract, gate_in_f32(m, m2, p + n, cols, xj ? xj + gk : 0,
+                                                         lg)),
+                         vg = vact_f32(act, gate_in_f32(m, m2, p + 2 * n, cols,
+                                                        xj ? xj + 2 * gk : 0, lg)),
+                         vo = vact_f32(ract, gate_in_f32(m, m2, p + 3 * n, cols,
+                                                         xj ? xj + 3 * gk : 0, lg)),
+                         vc = _mm512_fmadd_ps(vf, row_ld_f32(c + q, ls, m, m2),
                                               _mm512_mul_ps(vi, vg)),
                          vt = vact_f32(act, vc);
-            _mm512_mask_storeu_ps(c_new + q, m, vc);
-            _mm512_mask_storeu_ps(tc + j * cols + b, m, vt);
-            _mm512_mask_storeu_ps(h_new + q, m, _mm512_mul_ps(vo, vt));
+            row_st_f32(c_new + q, ls, m, m2, vc);
+            row_st_f32(tc + j * cols + b, cols, m, m2, vt);
+            row_st_f32(h_new + q, ls, m, m2, _mm512_mul_ps(vo, vt));
             if (gates) {
                 float *o = gates + j * lg + b;
-                _mm512_mask_storeu_ps(o, m, vi);
-                _mm512_mask_storeu_ps(o + gk, m, vf);
-                _mm512_mask_storeu_ps(o + 2 * gk, m, vg);
-                _mm512_mask_storeu_ps(o + 3 * gk, m, vo);
+                row_st_f32(o, lg, m, m2, vi);
+                row_st_f32(o + gk, lg, m, m2, vf);
+                row_st_f32(o + 2 * gk, lg, m, m2, vg);
+                row_st_f32(o + 3 * gk, lg, m, m2, vo);
             }
         }
 }

@@ -165,6 +165,124 @@ static void SFX(small_nt)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_
     }
 }
 
+/* dst (cols, rows), row stride ldd = the transpose of src (rows, cols), row stride lds: in 16 x 16
+ * blocks in registers where the build has them (float32 on AVX-512), the edges one value at a
+ * time */
+static void SFX(transpose)(const REAL *src, int64_t lds, REAL *dst, int64_t ldd, int64_t rows,
+                           int64_t cols)
+{
+    int64_t r, c, rb = 0, cb = 0;
+#if VMATH
+    rb = rows - rows % 16;
+    cb = cols - cols % 16;
+    for (r = 0; r < rb; r += 16)
+        for (c = 0; c < cb; c += 16) transpose16_f32(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+#endif
+    for (r = 0; r < rows; r++)
+        for (c = r < rb ? cb : 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
+/* The step products with fewer columns than a vector holds (B < VLEN sequences): C (M, N) =
+ * op(A) Bm + beta C (beta 0 or 1), with op(A)'s column k read as runs of contiguous rows, at
+ * a + k ka for rows m .. m + VLEN (see kn_rows). Each block of two vectors of rows by up to
+ * eight columns keeps its sums in registers over all of K: the rows are read once for all the
+ * block's columns. The sums then go to C's rows (ldc apart) through a small buffer. */
+static inline __attribute__((always_inline)) void
+SFX(kn_block)(const int nb, const int nv, const REAL *a0, const REAL *a1, int64_t ka, int64_t K,
+              const REAL *Bm, int64_t ldb, REAL *out)
+{
+    /* np sums of alternate k for each value where the block has few (the additions of one sum
+       wait on each other) */
+    const int64_t V = SFX_VLEN, np = nb * nv >= 8 ? 1 : nb * nv >= 4 ? 2 : 4;
+    SFX(vec) acc[4][8][2];
+    int64_t k, p;
+    int b, v;
+#pragma GCC unroll 4
+    for (p = 0; p < np; p++)
+#pragma GCC unroll 8
+        for (b = 0; b < nb; b++)
+            for (v = 0; v < nv; v++) acc[p][b][v] = (SFX(vec)){0};
+    for (k = 0; k + np <= K; k += np)
+#pragma GCC unroll 4
+        for (p = 0; p < np; p++) {
+            const SFX(vec) x0 = *(const SFX(vec) *)(a0 + (k + p) * ka),
+                           x1 = nv > 1 ? *(const SFX(vec) *)(a1 + (k + p) * ka) : x0;
+            const REAL *h = Bm + (k + p) * ldb;
+#pragma GCC unroll 8
+            for (b = 0; b < nb; b++) {
+                acc[p][b][0] += x0 * h[b];
+                if (nv > 1) acc[p][b][1] += x1 * h[b];
+            }
+        }
+    for (; k < K; k++) {
+        const SFX(vec) x0 = *(const SFX(vec) *)(a0 + k * ka),
+                       x1 = nv > 1 ? *(const SFX(vec) *)(a1 + k * ka) : x0;
+        const REAL *h = Bm + k * ldb;
+#pragma GCC unroll 8
+        for (b = 0; b < nb; b++) {
+            acc[0][b][0] += x0 * h[b];
+            if (nv > 1) acc[0][b][1] += x1 * h[b];
+        }
+    }
+#pragma GCC unroll 8
+    for (b = 0; b < nb; b++)
+        for (v = 0; v < nv; v++) {
+            SFX(vec) sum = acc[0][b][v];
+#pragma GCC unroll 4
+            for (p = 1; p < np; p++) sum += acc[p][b][v];
+            *(SFX(vec) *)(out + b * 2 * V + v * V) = sum;
+        }
+}
+
+/* where the run of op(A)'s rows m .. m + VLEN starts for k = 0: in A itself (op(A) = A^T, row
+ * k of A holds op(A)'s column k), or in the packed panels of pack() (panel m / TILE_M) */
+static inline const REAL *SFX(kn_rows)(const REAL *panels, const REAL *A, int64_t K, int64_t m)
+{
+    return panels ? panels + (m / TILE_M) * TILE_M * K + m % TILE_M : A + m;
+}
+
+static void SFX(small_kn)(int64_t M, int64_t N, int64_t K, const REAL *panels, const REAL *A,
+                          int64_t lda, const REAL *Bm, int64_t ldb, REAL beta, REAL *C,
+                          int64_t ldc)
+{
+    const int64_t V = SFX_VLEN, ka = panels ? TILE_M : lda;
+    /* panels hold whole vectors of rows (zeros past M); A only up to M */
+    const int64_t mv = panels ? M : M - M % V;
+    REAL out[8 * 2 * SFX_VLEN];
+    int64_t m, c0, l, k;
+    for (c0 = 0; c0 < N; c0 += 8) {
+        const int nb = N - c0 < 8 ? (int)(N - c0) : 8;
+        const REAL *bc = Bm + c0;
+        for (m = 0; m < mv; m += 2 * V) {
+            const int nv = mv - m > V ? 2 : 1;
+            const int64_t rows = (M - m < nv * V ? M - m : nv * V);
+            const REAL *a0 = SFX(kn_rows)(panels, A, K, m),
+                       *a1 = nv > 1 ? SFX(kn_rows)(panels, A, K, m + V) : a0;
+            int b;
+            switch (nb * 2 + nv - 1) {   /* the block's shape as constants */
+#define SFX_KN(NB)                                                                          \
+            case 2 * NB: SFX(kn_block)(NB, 1, a0, a1, ka, K, bc, ldb, out); break;          \
+            case 2 * NB + 1: SFX(kn_block)(NB, 2, a0, a1, ka, K, bc, ldb, out); break;
+            SFX_KN(1) SFX_KN(2) SFX_KN(3) SFX_KN(4) SFX_KN(5) SFX_KN(6) SFX_KN(7) SFX_KN(8)
+#undef SFX_KN
+            }
+            for (l = 0; l < rows; l++) {
+                REAL *cr = C + (m + l) * ldc + c0;
+                for (b = 0; b < nb; b++) cr[b] = (beta != 0 ? cr[b] : 0) + out[b * 2 * V + l];
+            }
+        }
+        for (m = mv; m < M; m++) {   /* A's last rows, fewer than a vector */
+            REAL *cr = C + m * ldc + c0;
+            int b;
+            for (b = 0; b < nb; b++) {
+                REAL s = beta != 0 ? cr[b] : 0;
+                for (k = 0; k < K; k++) s += A[k * lda + m] * bc[k * ldb + b];
+                cr[b] = s;
+            }
+        }
+    }
+}
+
 /* C = alpha op(A) op(B) + beta C, all row-major */
 static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alpha, const REAL *A,
                       int64_t lda, const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc)
@@ -218,15 +336,20 @@ static SFX(packed) SFX(pack)(int ta, int64_t M, int64_t K, const REAL *A, int64_
     w.M = M;
     w.K = K;
     w.ta = ta;
-    w.panels = STEP_TILES && N >= SFX_VLEN ? malloc((size_t)(np * TILE_M * K) * sizeof(REAL))
-                                           : NULL;
+    /* the tiles' panels; or, for fewer columns than a vector, op(A)'s columns as runs of rows
+       for small_kn(), which reads them in A itself where op(A) = A^T */
+    w.panels = (STEP_TILES && N >= SFX_VLEN) || (!ta && N > 0 && N < SFX_VLEN)
+                   ? malloc((size_t)(np * TILE_M * K) * sizeof(REAL)) : NULL;
     if (!w.panels) return w;
     for (i = 0; i < np; i++) {
         REAL *p = w.panels + i * TILE_M * K;
         int64_t m0 = i * TILE_M, mr = M - m0 < TILE_M ? M - m0 : TILE_M;
+        if (!ta)   /* A's rows into the panel's columns */
+            SFX(transpose)(A + m0 * lda, lda, p, TILE_M, mr, K);
         for (k = 0; k < K; k++, p += TILE_M) {
-            for (r = 0; r < mr; r++) p[r] = ta ? A[k * lda + m0 + r] : A[(m0 + r) * lda + k];
-            for (; r < TILE_M; r++) p[r] = 0;
+            if (ta)
+                for (r = 0; r < mr; r++) p[r] = A[k * lda + m0 + r];
+            for (r = mr; r < TILE_M; r++) p[r] = 0;
         }
     }
     return w;
@@ -269,6 +392,10 @@ static void SFX(pgemm)(const SFX(packed) *w, int64_t N, const REAL *Bm, int64_t 
     const int64_t M = w->M, K = w->K, nf = N - N % SFX_VLEN, kb = KC_BYTES / VBYTES;
     int64_t i, k, kc;
     REAL beta_k = beta;
+    if (N < SFX_VLEN && (w->panels || w->ta) && !(N == 1 && w->ta)) {   /* (one: gemv_t) */
+        SFX(small_kn)(M, N, K, w->panels, w->A, w->lda, Bm, ldb, beta, C, ldc);
+        return;
+    }
     if (!w->panels) {
         SFX(gemm)(w->ta, 0, M, N, K, 1, w->A, w->lda, Bm, ldb, beta, C, ldc);
         return;
@@ -281,7 +408,7 @@ static void SFX(pgemm)(const SFX(packed) *w, int64_t N, const REAL *Bm, int64_t 
         beta_k = 1;
     }
     if (nf < N)   /* the last columns, fewer than VLEN */
-        SFX(gemm)(w->ta, 0, M, N - nf, K, 1, w->A, w->lda, Bm + nf, ldb, beta, C + nf, ldc);
+        SFX(small_kn)(M, N - nf, K, w->panels, w->A, w->lda, Bm + nf, ldb, beta, C + nf, ldc);
 }
 
 /* The weight gradients' products: C (M, N) += A (M, kc) Bm (kc, N) (C = instead where first),
@@ -355,7 +482,7 @@ static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ld
     const int64_t np = (n + SFX_VLEN - 1) / SFX_VLEN * SFX_VLEN;
     int64_t k0, kc, j, k;
     REAL *Xb, *CT;
-    if (!STEP_TILES || n < SFX_VLEN || np > WGRAD_MAX_N || K < RGEMM_KC) return 0;
+    if (!STEP_TILES || n < SFX_VLEN || np > WGRAD_MAX_N || K < 1) return 0;
     Xb = malloc((size_t)(RGEMM_KC * np) * sizeof(REAL));
     CT = malloc((size_t)(m * np) * sizeof(REAL));
     if (!Xb || !CT) {
@@ -371,15 +498,14 @@ static int SFX(wgrad)(int64_t n, int64_t m, int64_t K, const REAL *X, int64_t ld
                        (size_t)n * sizeof(REAL));
                 for (j = n; j < np; j++) Xb[k * np + j] = 0;
             }
-        else
-            for (k = 0; k < kc; k++) {
-                for (j = 0; j < n; j++) Xb[k * np + j] = X[j * ldx + k0 + k];
-                for (; j < np; j++) Xb[k * np + j] = 0;
-            }
+        else {
+            SFX(transpose)(X + k0, ldx, Xb, np, n, kc);
+            for (k = 0; k < kc; k++)
+                for (j = n; j < np; j++) Xb[k * np + j] = 0;
+        }
         SFX(rgemm)(m, np, kc, Y + k0, ldy, Xb, np, k0 == 0, CT, np);
     }
-    for (j = 0; j < n; j++)
-        for (k = 0; k < m; k++) C[j * ldc + k] = CT[k * np + j];
+    SFX(transpose)(CT, np, C, ldc, m, n);
     free(Xb);
     free(CT);
     return 1;
@@ -502,6 +628,12 @@ static void SFX(copy_rows)(const REAL *src, int64_t ld_src, REAL *dst, int64_t l
     int64_t j;
     if (ld_src == B && ld_dst == B) {
         memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
+        return;
+    }
+    if (B < SFX_VLEN) {   /* short rows: moves in line, no calls */
+        int64_t b;
+        for (j = 0; j < rows; j++)
+            for (b = 0; b < B; b++) dst[j * ld_dst + b] = src[j * ld_src + b];
         return;
     }
     if (B % SFX_VLEN == 0 && B <= 4 * SFX_VLEN) {   /* short rows: vector moves, no calls */
@@ -665,15 +797,8 @@ static void SFX(step_inputs)(SFX(inputs) *in, const REAL *x_t, int64_t xrs, int6
                              const REAL *b, const REAL *b2, int64_t n2, REAL *a)
 {
     const int64_t G = in->W.M;
-    int64_t j, c, k, cb = 0, kb = 0;
-#if VMATH   /* 16 x 16 blocks in registers, the edges one value at a time */
-    cb = B - B % 16;
-    kb = D - D % 16;
-    for (c = 0; c < cb; c += 16)
-        for (k = 0; k < kb; k += 16) transpose16_f32(x_t + c * xrs + k, xrs, in->xT + k * B + c, B);
-#endif
-    for (c = 0; c < B; c++)
-        for (k = c < cb ? kb : 0; k < D; k++) in->xT[k * B + c] = x_t[c * xrs + k];
+    int64_t j, c;
+    SFX(transpose)(x_t, xrs, in->xT, B, B, D);
     for (j = 0; j < G; j++) {
         const REAL v = SFX(row_bias)(b, b2, n2, j);
         for (c = 0; c < B; c++) a[j * B + c] = v;

@@ -149,11 +149,11 @@ class GRUCell(Cell):
             drh += np.dot(ws["U_zr"], dxp[:2 * u])
             self.add_rec_grad(dh, drh, ws)
 
-    def native_workspace(self, T, B, dt, alloc):
+    def native_workspace(self, T, B, dt):
         u = self.units
-        ws = {"a": alloc((3 * u, B), dt), "scratch": alloc((3 * u, B), dt)}   # one step's
+        ws = {"a": np.empty((3 * u, B), dt), "scratch": np.empty((3 * u, B), dt)}   # one step's
         if not self.reset_after:   # (with reset_after, backward_native computes h Uh again)
-            ws["rh"] = alloc(self.span_shape(u, T, B), dt)   # r * h, every step
+            ws["rh"] = np.empty(self.span_shape(u, T, B), dt)   # r * h, every step
         return ws
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
@@ -165,13 +165,13 @@ class GRUCell(Cell):
                          (U, b_rec, xp, Sn[0], ws["a"], ws.get("rh"), ws["scratch"],
                           ws.get("rmask"), ws.get("hd"), keep, x_in, W, b_in))
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, out=None):
         T, B, D = ws["dims"]
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
-        ws["tmp"] = alloc((u, B), x_in.dtype)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, out)
+        self.buffer(ws, "tmp", (u, B), x_in.dtype)
         if self.reset_after:
-            ws["hu"] = alloc((u, B), x_in.dtype)   # one step's h Uh
+            self.buffer(ws, "hu", (u, B), x_in.dtype)   # one step's h Uh
         fast.gru_backward((T, B, u, D, int(self.reset_after), *self.native_codes(),
                            int(ws["xbm"])),
                           (*self.native_weights(), ws["xp"], ws["Sn"][0], ws["a"],

@@ -48,9 +48,9 @@ class LSTMCell(Cell):
                 "ig": np.empty((u, B), dt),           # i * g, one step
                 "U": np.ascontiguousarray(U), "U_T": np.ascontiguousarray(U.T)}
 
-    def native_workspace(self, T, B, dt, alloc):
+    def native_workspace(self, T, B, dt):
         u = self.units
-        return {"a": alloc((4 * u, B), dt), "tc": alloc((T, u, B), dt), "keras_order": True}
+        return {"a": np.empty((4 * u, B), dt), "tc": np.empty((T, u, B), dt), "keras_order": True}
 
     # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):
@@ -66,10 +66,10 @@ class LSTMCell(Cell):
         else:
             fast.lstm_forward(*args)
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, out=None):
         T, B, D = ws["dims"]
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, alloc, out)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, 2 * u, ws, out)
         Sh, Sc = ws["Sn"]
         fast.lstm_backward((T, B, u, D, *self.native_codes(), int(ws["xbm"])),
                            (*self.native_weights(), ws["xp"], Sc, Sh, ws["a"],

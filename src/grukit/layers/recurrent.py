@@ -36,20 +36,23 @@ it knows, a cell runs the whole loop in one call instead. Its buffers that span 
 feature-major over time, xp (G, T*B) and states (u, T+1, B) (``ws["Sn"]``; ``S[k]`` is a view of
 them in the usual (T+1, u, B) order), so that each weight gradient is one matrix product; for a
 batch of one they are time-major instead (:meth:`Cell.span_shape`):
-    ``native_workspace(T, B, dt, alloc)``   the buffers the loops fill
+    ``native_workspace(T, B, dt)``   the buffers the loops fill (new ones: a workspace is built
+                                     once per shape and reused, see below)
     ``forward_native(fast, x_in, xp, Sn, ws, keep, gates)``   every step forward, x_t W + b
                                      included; with ``gates`` the GRU and LSTM loops leave each
                                      step's gates in xp for the backward pass (and trace)
-    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out)``  every step back, and
-                                     the weight gradients (into out's arrays, by name, where
-                                     given): returns grads; dL/dxp overwrites ws["xp"]
+    ``backward_native(fast, x_in, ws, dS, dy_tm, keep, dx, out)``  every step back, and the
+                                     weight gradients (into out's arrays, by name, where given):
+                                     returns grads; dL/dxp overwrites ws["xp"]; its own scratch
+                                     it keeps in ws (:meth:`Cell.buffer`)
 x_in is time-major (T, B, D), or, where ``ws["xbm"]``, the caller's batch-major rows (B, T, D),
 which the loops read in place; ``ws["dims"]`` is (T, B, D) either way.
 With two cores, a batch of 16 or more runs as two halves on two threads
 (:func:`grukit._native.batch_parts`), each through these same calls; they must leave their
 results to the kernel call, which :func:`grukit._native.run_parts` collects and runs later.
-``alloc(shape, dtype)`` gives uninitialised buffers, reused from caches that their owner released
-(:meth:`Recurrent.release`).
+A part's workspace ``ws`` (a dict of its buffers) is made once for its shapes and kept by the
+layer: a released cache (:meth:`Recurrent.release`) gives it back, and the next call of those
+shapes runs in it again.
 ``keep`` is the mask as (T, B) bool or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
 the reference: tests run both paths on every option and compare them.
 """
@@ -167,16 +170,26 @@ class Cell:
         return (np.ascontiguousarray(self.params["recurrent_kernel"]),
                 np.ascontiguousarray(self.params["kernel"]))
 
-    def native_buffers(self, x_in, keep, carried_rows, ws, alloc, out=None):
+    @staticmethod
+    def buffer(ws, name, shape, dt):
+        """ws[name]: an uninitialised buffer of this shape and type, which the workspace keeps from
+        one call to the next."""
+        a = ws.get(name)
+        if a is None or a.shape != shape or a.dtype != dt:
+            a = ws[name] = np.empty(shape, dt)
+        return a
+
+    def native_buffers(self, x_in, keep, carried_rows, ws, out=None):
         """What the compiled backward writes: dL/dW (D, G), dL/dU (u, G), dL/db (the bias's shape)
         or None, in the arrays of ``out`` (every parameter's, by name) or else in new ones; and
-        its scratch, kept in ws for release(): one step's dL/dxp (G, B), and the
-        (carried_rows, B) buffer that masked steps need (None without a mask)."""
+        its scratch, kept in ws: one step's dL/dxp (G, B), and the (carried_rows, B) buffer that
+        masked steps need (None without a mask)."""
         T, B, D = ws["dims"]
         G, dt = self.gates * self.units, x_in.dtype
         s = ws.get("scratch")   # the forward's one-step scratch, free by now, where it fits
-        ws["d"] = s if s is not None and s.shape == (G, B) else alloc((G, B), dt)
-        ws["carried"] = None if keep is None else alloc((carried_rows, B), dt)
+        ws["d"] = s if s is not None and s.shape == (G, B) else self.buffer(ws, "dL", (G, B), dt)
+        ws["carried"] = (None if keep is None
+                         else self.buffer(ws, "carried_rows", (carried_rows, B), dt))
         if out is None:
             out = {"kernel": np.empty((D, G), dt),
                    "recurrent_kernel": np.empty((self.units, G), dt)}
@@ -202,7 +215,7 @@ class Cell:
     def workspace(self, T, B, dtype):
         raise NotImplementedError
 
-    def native_workspace(self, T, B, dtype, alloc):
+    def native_workspace(self, T, B, dtype):
         raise NotImplementedError
 
     def step(self, t, xp, S, ws):
@@ -275,7 +288,7 @@ class Recurrent(Layer):
         self.states = None   # the carried states of a stateful layer
         self.unroll = bool(unroll)   # accepted for Keras compatibility; the loop is the same
         self.zero_output_for_mask = bool(zero_output_for_mask)
-        self._pool = {}   # shape -> free buffers of released caches (compiled path)
+        self._pool = {}   # shapes -> free workspaces of released caches (compiled path)
 
     def _make_cell(self, activation, recurrent_activation, use_bias):
         raise NotImplementedError
@@ -388,7 +401,7 @@ class Recurrent(Layer):
         fast = cell.native_loops(dt)
         if fast is not None:
             return self._forward_native(fast, x, dt, init, keep, drec, m_tm, din, _gates)
-        x_in = self._part_input(x, 0, B, din, dt, False, pool=False)[0]   # (T, B, D)
+        x_in = self._part_input(x, 0, B, din, dt, False)[0]               # (T, B, D)
         S = [np.empty((T + 1, u, B), dt) for _ in range(cell.n_states)]
         for k in range(cell.n_states):
             S[k][0] = 0.0 if init is None else np.asarray(init[k]).T
@@ -412,20 +425,19 @@ class Recurrent(Layer):
         self.release(cache)
         return y
 
-    def _part_input(self, x, b0, b1, din, dt, borrow, pool=True):
+    def _part_input(self, x, b0, b1, din, dt, borrow, ws=None):
         """(input, xbm): sequences [b0, b1) of x (B, T, D) as the loops read them. borrow: x's
         own rows, batch-major (xbm True). Else a time-major (T, b1 - b0, D) copy, in reverse
         time order with go_backwards, cast to dt, times the input dropout mask: one pass over x,
-        into a buffer of the pool where it is large (``_POOL_MIN_BYTES``), then the mask in
-        place."""
+        into the workspace's buffer (compiled path) or a new array, then the mask in place."""
         part = x if b1 - b0 == len(x) else x[b0:b1]
         if borrow:
             return part, True
         src = part.transpose(1, 0, 2)
         if self.go_backwards:
             src = src[::-1]
-        if pool and src.size * dt.itemsize >= self._POOL_MIN_BYTES:
-            out = self._alloc(src.shape, dt)
+        if ws is not None:
+            out = Cell.buffer(ws, "x", src.shape, dt)
             np.copyto(out, src, casting="unsafe")
         else:
             out = np.ascontiguousarray(src, dtype=dt)
@@ -452,8 +464,10 @@ class Recurrent(Layer):
                   and x.flags.c_contiguous and x.flags.aligned
                   and (not gates or inputs_are_held()))
         if len(bounds) == 1:   # the common case, without the machinery below
-            part = self._forward_part(fast, *self._part_input(x, 0, B, din, dt, borrow), keep,
-                                      drec, None if init is None else [np.asarray(s) for s in init],
+            ws = self._workspace(T, B, D, dt, drec is not None)
+            part = self._forward_part(fast, ws, *self._part_input(x, 0, B, din, dt, borrow, ws),
+                                      keep, drec,
+                                      None if init is None else [np.asarray(s) for s in init],
                                       gates)
             part["b"] = (0, B)
             if self.stateful:
@@ -466,7 +480,8 @@ class Recurrent(Layer):
                 if a is None:
                     return a
                 return np.ascontiguousarray(a[(slice(None),) * axis + (slice(b0, b1),)])
-            return self._forward_part(fast, *self._part_input(x, b0, b1, din, dt, borrow),
+            ws = self._workspace(T, b1 - b0, D, dt, drec is not None)
+            return self._forward_part(fast, ws, *self._part_input(x, b0, b1, din, dt, borrow, ws),
                                       cut(keep, 1), cut(drec, 0),
                                       None if init is None else [cut(np.asarray(s), 0)
                                                                  for s in init], gates)
@@ -482,31 +497,21 @@ class Recurrent(Layer):
                else np.concatenate(outs))
         return out, (x_in, parts, None, None, m_tm, din, fast, keep)
 
-    def _forward_part(self, fast, x_in, xbm, keep, drec, init, gates=True):
-        """One part of the batch through the compiled loop: its buffers, in a dict (``gates``:
-        whether the GRU and LSTM loops keep each step's gates, for a backward pass or a trace).
-        x_in is time-major (T, B, D), a copy (in a buffer of the pool where it is large), or
-        (xbm) rows of the caller's x, (B, T, D), never pooled."""
-        cell, u = self.cell, self.units
-        T, B, D = (x_in.shape[1], x_in.shape[0], x_in.shape[2]) if xbm else x_in.shape
-        dt, alloc = x_in.dtype, self._alloc
-        # states: S[k] is (T+1, u, B); the compiled loop keeps them as (u, T+1, B) (Sn), and S[k]
-        # is a view of that; for B = 1 both are time-major
-        Sn = [alloc(cell.span_shape(u, T + 1, B), dt) for _ in range(cell.n_states)]
-        S = Sn if B == 1 else [s.transpose(1, 0, 2) for s in Sn]
-        for k in range(cell.n_states):
+    def _forward_part(self, fast, ws, x_in, xbm, keep, drec, init, gates=True):
+        """One part of the batch through the compiled loop, in the workspace ws
+        (:meth:`_workspace`); returns the part's dict (``gates``: whether the GRU and LSTM loops
+        keep each step's gates, for a backward pass or a trace). x_in is time-major (T, B, D),
+        a copy in ws["x"], or (xbm) rows of the caller's x, (B, T, D), read in place."""
+        S = ws["S"]
+        for k in range(self.cell.n_states):
             S[k][0] = 0.0 if init is None else init[k].T
-        G = cell.gates * u
-        xp = alloc((G, T * B) if B > 1 else (T, G), dt)    # the kernel projects x into it
-        ws = cell.native_workspace(T, B, dt, alloc)
-        ws["Sn"], ws["xp"], ws["xbm"], ws["dims"] = Sn, xp, xbm, (T, B, D)
-        if not xbm and x_in.nbytes >= self._POOL_MIN_BYTES:   # (a buffer of the pool)
-            ws["x"] = x_in
+        ws["xbm"] = xbm
         if drec is not None:
             ws["rmask"] = np.ascontiguousarray(drec.T)
-            ws["hd"] = alloc(cell.span_shape(u, T, B), dt)
-        cell.forward_native(fast, x_in, xp, Sn, ws, keep, gates)
-        return {"x": x_in, "keep": keep, "S": S, "ws": ws}
+        self.cell.forward_native(fast, x_in, ws["xp"], ws["Sn"], ws, keep, gates)
+        self._tag += 1
+        ws["owner"] = self._tag   # the part that holds it (release() checks)
+        return {"x": x_in, "keep": keep, "S": S, "ws": ws, "tag": self._tag}
 
     def _outputs(self, S, m_tm):
         if self.return_sequences:
@@ -520,61 +525,71 @@ class Recurrent(Layer):
             return [y] + [np.array(s[-1].T, order="C") for s in S]
         return y
 
-    # ---- buffers of the compiled path ----------------------------------------------------------
+    # ---- workspaces of the compiled path ------------------------------------------------------
     #: the fewest sequences of a part whose input the compiled loop reads in place (None: a vector
     #: register's worth, where it packs x_t's rows for its tiles; fewer take one product per step
     #: there, which the tests reach by setting this lower)
     _borrow_rows = None
-    #: a copied input of this many bytes or more goes into a buffer of the pool (fresh pages cost
-    #: more than the copy there); a smaller one into a new array (the pool's bookkeeping would)
-    _POOL_MIN_BYTES = 1 << 16
+    _tag = 0   # the last part handed a workspace (a count per layer)
 
-    _POOLED = frozenset(("x", "xp", "a", "hu", "rh", "tc", "hd", "scratch", "d", "tmp",
-                         "carried"))
-
-    def _alloc(self, shape, dt):
-        """An uninitialised buffer: one a released cache gave back, or a new one (two threads
-        calling the layer may ask at once: list.pop is atomic, the test before it is not). The
-        pool is keyed by shape alone: its buffers have the layer's float type, and one of another
-        type (the layer was built again since) is dropped."""
-        free = self._pool.get(shape)
+    def _workspace(self, T, B, D, dt, rec_dropout):
+        """The buffers of one part of the batch, in a dict: a workspace that a released cache gave
+        back (fresh buffers of this size come as new pages from the OS, and faulting them in
+        costs more than the arithmetic at the medium sizes), or a new one. Two threads calling
+        the layer may ask at once: list.pop is atomic, the test before it is not. A workspace
+        holds the states ``Sn`` (and ``S``, their (T+1, u, B) views), the projection ``xp``, the
+        cell's own buffers (:meth:`Cell.native_workspace`), those its backward pass adds
+        (:meth:`Cell.buffer`) and, with recurrent dropout, ``hd``; per call, ``xbm``,
+        ``rmask``, ``d`` and ``carried``."""
+        key = (T, B, D, dt, rec_dropout)
+        free = self._pool.get(key)
         if free:
             try:
-                a = free.pop()
+                return free.pop()
             except IndexError:
                 pass
-            else:
-                if a.dtype == dt:
-                    return a
-        return np.empty(shape, dt)
+        cell, u = self.cell, self.units
+        ws = cell.native_workspace(T, B, dt)
+        Sn = [np.empty(cell.span_shape(u, T + 1, B), dt) for _ in range(cell.n_states)]
+        ws.update(key=key, dims=(T, B, D), Sn=Sn,
+                  S=Sn if B == 1 else [s.transpose(1, 0, 2) for s in Sn],
+                  xp=np.empty((cell.gates * u, T * B) if B > 1 else (T, cell.gates * u), dt))
+        if rec_dropout:
+            ws["hd"] = np.empty(cell.span_shape(u, T, B), dt)
+        return ws
 
     def release(self, cache):
-        """Keep the buffers of a finished cache for the next call of the same shapes: fresh
-        buffers of this size come as new pages from the OS, and faulting them in costs more than
-        the arithmetic at the medium sizes. Outputs are always copies, never these buffers."""
+        """Give the workspaces of a spent cache back for the next call of the same shapes. Outputs
+        are always copies, never these buffers. A cache released twice, or after its workspace
+        went to another call, gives nothing back."""
         if cache is None or cache[6] is None:
             return
-        pool, pooled = self._pool, self._POOLED
-        # the last part first: the pool hands buffers out last-in first-out and the parts ask in
-        # order, so each half of a split batch gets back the buffers its own thread (core) used
+        pool = self._pool
+        # the last part first: the pool hands workspaces out last-in first-out and the parts ask
+        # in order, so each half of a split batch gets back the one its own thread (core) used
         for part in reversed(cache[1]):
             ws = part["ws"]
-            if "released" in ws:
+            if ws.get("owner") != part["tag"]:
                 continue
-            ws["released"] = True
-            seen = set()   # a buffer kept under two names (d and scratch) goes back once
-            for a in [ws[k] for k in ws if k in pooled] + ws["Sn"]:
-                if a is None or id(a) in seen:
-                    continue
-                seen.add(id(a))
-                key = a.shape
-                free = pool.get(key)
-                if free is None:
-                    pool[key] = [a]
-                elif len(free) < 4:                 # two parts' h and c (LSTM)
-                    free.append(a)
-        while len(pool) > 12:                       # shapes that stopped coming: forget them
+            ws["owner"] = None
+            free = pool.get(ws["key"])
+            if free is None:
+                pool[ws["key"]] = [ws]
+            elif len(free) < 2:                     # a split batch's two halves
+                free.append(ws)
+        while len(pool) > 8:                        # shapes that stopped coming: forget them
             pool.pop(next(iter(pool)))
+
+    def held_bytes(self):
+        """The bytes of the buffers that the layer keeps for reuse between calls."""
+        seen, total = set(), 0
+        for free in self._pool.values():
+            for ws in free:
+                for a in list(ws.values()) + ws["Sn"]:
+                    if isinstance(a, np.ndarray) and a.base is None and id(a) not in seen:
+                        seen.add(id(a))
+                        total += a.nbytes
+        return total
 
     # ---- backward ---------------------------------------------------------------------------
     def backward(self, dy, cache):
@@ -645,7 +660,7 @@ class Recurrent(Layer):
             p = parts[0]
             dx = np.empty(p["ws"]["dims"], p["x"].dtype) if input_grad else None
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
-                                            self._alloc, out), dS
+                                            out), dS
 
         def run(p):
             b0, b1 = p["b"]
@@ -655,8 +670,7 @@ class Recurrent(Layer):
                 return None if a is None else np.ascontiguousarray(a[..., b0:b1])
             dS_p = [cut(d) for d in dS]
             dx = np.empty(p["ws"]["dims"], x.dtype) if input_grad else None
-            grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx,
-                                         self._alloc)
+            grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx)
             return dx, grads, dS_p
         (dx0, grads, dS0), (dx1, grads1, dS1) = _native.run_parts(
             [lambda p=p: run(p) for p in parts])

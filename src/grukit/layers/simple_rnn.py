@@ -19,8 +19,8 @@ class SimpleRNNCell(Cell):
     def workspace(self, T, B, dt):
         return {"T": T}
 
-    def native_workspace(self, T, B, dt, alloc):
-        return {"T": T, "scratch": alloc((self.units, B), dt)}
+    def native_workspace(self, T, B, dt):
+        return {"T": T, "scratch": np.empty((self.units, B), dt)}
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):   # keeps no gates
         T, B, D = ws["dims"]
@@ -29,10 +29,10 @@ class SimpleRNNCell(Cell):
                          (U, xp, Sn[0], ws["scratch"], ws.get("rmask"), ws.get("hd"), keep, x_in,
                           W, self.params.get("bias")))
 
-    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, alloc, out=None):
+    def backward_native(self, fast, x_in, ws, dS, dy_tm, keep, dx, out=None):
         T, B, D = ws["dims"]
         u = self.units
-        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, alloc, out)
+        dW, dU, db, d, carried = self.native_buffers(x_in, keep, u, ws, out)
         fast.rnn_backward((T, B, u, D, self.native_codes()[0], int(ws["xbm"])),
                           (*self.native_weights(), ws["xp"], ws["Sn"][0], d, carried,
                            ws.get("rmask"), ws.get("hd"), keep, dy_tm, dS[0], x_in, dx, dW, dU,
