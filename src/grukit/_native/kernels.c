@@ -206,11 +206,10 @@ static inline __attribute__((always_inline)) __m512 gate_in_f32(__mmask16 m, __m
 /* Rows of 8 values or fewer go two to a vector (lanes 0.. and 8..): the activations cost the
  * same for a full vector as for a few lanes. */
 static inline __attribute__((always_inline)) void
-lstm_cells_f32(const float *a, int64_t n, const float *x, const float *c, float *c_new,
-               float *h_new, float *tc, int64_t ls, int64_t rows, int64_t cols, float *gates,
-               int64_t gk, int64_t lg, int ract, int act)
+lstm_cells_rows_f32(const int step, const float *a, int64_t n, const float *x, const float *c,
+                    float *c_new, float *h_new, float *tc, int64_t ls, int64_t rows,
+                    int64_t cols, float *gates, int64_t gk, int64_t lg, int ract, int act)
 {
-    const int64_t step = cols <= 8 ? 2 : 1;
     int64_t j, b;
     for (j = 0; j < rows; j += step)
         for (b = 0; b < cols; b += 16) {
@@ -239,6 +238,19 @@ lstm_cells_f32(const float *a, int64_t n, const float *x, const float *c, float 
                 row_st_f32(o + 3 * gk, lg, m, m2, vo);
             }
         }
+}
+
+static inline __attribute__((always_inline)) void
+lstm_cells_f32(const float *a, int64_t n, const float *x, const float *c, float *c_new,
+               float *h_new, float *tc, int64_t ls, int64_t rows, int64_t cols, float *gates,
+               int64_t gk, int64_t lg, int ract, int act)
+{
+    if (cols <= 8 && rows > 1)
+        lstm_cells_rows_f32(2, a, n, x, c, c_new, h_new, tc, ls, rows, cols, gates, gk, lg, ract,
+                            act);
+    else
+        lstm_cells_rows_f32(1, a, n, x, c, c_new, h_new, tc, ls, rows, cols, gates, gk, lg, ract,
+                            act);
 }
 
 /* d f'(x), through the output y = f(x) (kernels_impl.h's dact_mul: a ReLU's or hard sigmoid's

@@ -93,39 +93,6 @@ static void SFX(gemv_t)(int64_t M, int64_t K, const REAL *A, int64_t lda, const 
     }
 }
 
-/* C (M, N) = A^T B + beta C, A (K, M), B (K, N): every column of C as sum_k A[k, :] B[k, b] */
-static void SFX(small_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
-                          const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *acc)
-{
-    int64_t b, k, m, m0 = 0;
-#if STEP_TILES   /* whole chunks of 4 vectors of rows: the sums stay in registers over all of K
-                    (gemv_block, into acc), then go to C's strided column */
-    const int64_t mf = M - M % (4 * SFX_VLEN);
-    for (b = 0; b < N; b++) {
-        for (m0 = 0; m0 < mf; m0 += 4 * SFX_VLEN)
-            SFX(gemv_block)(4, m0, K, A, lda, B + b, ldb, 0, acc);
-        for (m = 0; m < mf; m++) C[m * ldc + b] = (beta != 0 ? C[m * ldc + b] : 0) + acc[m];
-    }
-    m0 = mf;
-    if (m0 == M) return;
-#endif
-    for (b = 0; b < N; b++) {
-        for (m = m0; m < M; m++) acc[m] = beta != 0 ? C[m * ldc + b] : 0;
-        for (k = 0; k + 4 <= K; k += 4) {
-            const REAL *a0 = A + k * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-            REAL h0 = B[k * ldb + b], h1 = B[(k + 1) * ldb + b], h2 = B[(k + 2) * ldb + b],
-                 h3 = B[(k + 3) * ldb + b];
-            for (m = m0; m < M; m++) acc[m] += a0[m] * h0 + a1[m] * h1 + a2[m] * h2 + a3[m] * h3;
-        }
-        for (; k < K; k++) {
-            const REAL *a0 = A + k * lda;
-            REAL h0 = B[k * ldb + b];
-            for (m = m0; m < M; m++) acc[m] += a0[m] * h0;
-        }
-        for (m = m0; m < M; m++) C[m * ldc + b] = acc[m];
-    }
-}
-
 /* C (M, N) = A B + beta C, A (M, K), B (K, N): dot products of A's rows with B's columns */
 static void SFX(small_nn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
                           const REAL *B, int64_t ldb, REAL beta, REAL *C, int64_t ldc, REAL *col)
@@ -168,7 +135,8 @@ static void SFX(small_nt)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_
 /* dst (cols, rows), row stride ldd = the transpose of src (rows, cols), row stride lds: in 16 x 16
  * blocks in registers where the build has them (float32 on AVX-512), the edges one value at a
  * time */
-static void SFX(transpose)(const REAL *src, int64_t lds, REAL *dst, int64_t ldd, int64_t rows,
+static inline __attribute__((always_inline)) void
+SFX(transpose)(const REAL *src, int64_t lds, REAL *dst, int64_t ldd, int64_t rows,
                            int64_t cols)
 {
     int64_t r, c, rb = 0, cb = 0;
@@ -241,9 +209,9 @@ static inline const REAL *SFX(kn_rows)(const REAL *panels, const REAL *A, int64_
     return panels ? panels + (m / TILE_M) * TILE_M * K + m % TILE_M : A + m;
 }
 
-static void SFX(small_kn)(int64_t M, int64_t N, int64_t K, const REAL *panels, const REAL *A,
-                          int64_t lda, const REAL *Bm, int64_t ldb, REAL beta, REAL *C,
-                          int64_t ldc)
+static __attribute__((noinline)) void   /* (inlined, it slowed the tiled products' code) */
+SFX(small_kn)(int64_t M, int64_t N, int64_t K, const REAL *panels, const REAL *A, int64_t lda,
+              const REAL *Bm, int64_t ldb, REAL beta, REAL *C, int64_t ldc)
 {
     const int64_t V = SFX_VLEN, ka = panels ? TILE_M : lda;
     /* panels hold whole vectors of rows (zeros past M); A only up to M */
@@ -292,13 +260,14 @@ static void SFX(gemm)(int ta, int tb, int64_t M, int64_t N, int64_t K, REAL alph
         SFX(gemv_t)(M, K, A, lda, B, ldb, beta, C);
         return;
     }
-    if (N <= SMALL_N && !tb && alpha == 1 && (beta == 0 || beta == 1)) {
+    if ((N < SFX_VLEN || N <= SMALL_N) && ta && !tb && alpha == 1 && (beta == 0 || beta == 1)) {
+        SFX(small_kn)(M, N, K, NULL, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (N <= SMALL_N && !ta && !tb && alpha == 1 && (beta == 0 || beta == 1) && K <= 4096) {
         REAL buf[4096];
-        if ((ta ? M : K) <= 4096) {
-            if (ta) SFX(small_tn)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
-            else SFX(small_nn)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
-            return;
-        }
+        SFX(small_nn)(M, N, K, A, lda, B, ldb, beta, C, ldc, buf);
+        return;
     }
     if (K <= SMALL_N && !ta && tb && alpha == 1 && (beta == 0 || beta == 1) && K * N <= 4096) {
         REAL buf[4096];
@@ -392,15 +361,11 @@ static void SFX(pgemm)(const SFX(packed) *w, int64_t N, const REAL *Bm, int64_t 
     const int64_t M = w->M, K = w->K, nf = N - N % SFX_VLEN, kb = KC_BYTES / VBYTES;
     int64_t i, k, kc;
     REAL beta_k = beta;
-    if (N < SFX_VLEN && (w->panels || w->ta) && !(N == 1 && w->ta)) {   /* (one: gemv_t) */
-        SFX(small_kn)(M, N, K, w->panels, w->A, w->lda, Bm, ldb, beta, C, ldc);
-        return;
-    }
     if (!w->panels) {
         SFX(gemm)(w->ta, 0, M, N, K, 1, w->A, w->lda, Bm, ldb, beta, C, ldc);
         return;
     }
-    for (k = 0; k < K; k += kc) {   /* kb rows of Bm at a time: they stay in L1 */
+    for (k = 0; k < K && nf > 0; k += kc) {   /* kb rows of Bm at a time: they stay in L1 */
         kc = K - k < kb ? K - k : kb;
         for (i = 0; i * TILE_M < M; i++)
             SFX(tile)(M - i * TILE_M, nf / SFX_VLEN, kc, w->panels + (i * K + k) * TILE_M,
