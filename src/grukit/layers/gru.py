@@ -20,6 +20,7 @@ With reset_after=False it is (3u,). The seed's update gate u is 1 - z: h_t = u *
 """
 import numpy as np
 
+from ..utils import aligned_empty
 from .recurrent import Cell, Recurrent
 
 
@@ -151,9 +152,10 @@ class GRUCell(Cell):
 
     def native_workspace(self, T, B, dt):
         u = self.units
-        ws = {"a": np.empty((3 * u, B), dt), "scratch": np.empty((3 * u, B), dt)}   # one step's
+        ws = {"a": aligned_empty((3 * u, B), dt),            # one step's
+              "scratch": aligned_empty((3 * u, B), dt)}
         if not self.reset_after:   # (with reset_after, backward_native computes h Uh again)
-            ws["rh"] = np.empty(self.span_shape(u, T, B), dt)   # r * h, every step
+            ws["rh"] = aligned_empty(self.span_shape(u, T, B), dt)   # r * h, every step
         return ws
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):

@@ -18,6 +18,7 @@ recurrent_kernel U (u, 4u) and bias b (4u,):
 import numpy as np
 
 from .. import _native
+from ..utils import aligned_empty
 from .recurrent import Cell, Recurrent
 
 
@@ -50,7 +51,8 @@ class LSTMCell(Cell):
 
     def native_workspace(self, T, B, dt):
         u = self.units
-        return {"a": np.empty((4 * u, B), dt), "tc": np.empty((T, u, B), dt), "keras_order": True}
+        return {"a": aligned_empty((4 * u, B), dt), "tc": aligned_empty((T, u, B), dt),
+                "keras_order": True}
 
     # the compiled loop keeps Keras's gate order: no permuted copies of the weights per call
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):

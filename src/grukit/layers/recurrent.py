@@ -59,7 +59,7 @@ the reference: tests run both paths on every option and compare them.
 import numpy as np
 
 from .. import _native, activations, initializers
-from ..utils import aligned, check_finite, make_rng
+from ..utils import aligned, aligned_empty, check_finite, make_rng
 from .base import Layer, inputs_are_held
 
 
@@ -176,7 +176,7 @@ class Cell:
         one call to the next."""
         a = ws.get(name)
         if a is None or a.shape != shape or a.dtype != dt:
-            a = ws[name] = np.empty(shape, dt)
+            a = ws[name] = aligned_empty(shape, dt)
         return a
 
     def native_buffers(self, x_in, keep, carried_rows, ws, out=None):
@@ -540,7 +540,8 @@ class Recurrent(Layer):
         holds the states ``Sn`` (and ``S``, their (T+1, u, B) views), the projection ``xp``, the
         cell's own buffers (:meth:`Cell.native_workspace`), those its backward pass adds
         (:meth:`Cell.buffer`) and, with recurrent dropout, ``hd``; per call, ``xbm``,
-        ``rmask``, ``d`` and ``carried``."""
+        ``rmask``, ``d`` and ``carried``. Every buffer starts on a cache line (utils.ALIGN):
+        the loops move whole vectors of a step's rows, and one across two lines costs two."""
         key = (T, B, D, dt, rec_dropout)
         free = self._pool.get(key)
         if free:
@@ -550,12 +551,12 @@ class Recurrent(Layer):
                 pass
         cell, u = self.cell, self.units
         ws = cell.native_workspace(T, B, dt)
-        Sn = [np.empty(cell.span_shape(u, T + 1, B), dt) for _ in range(cell.n_states)]
+        Sn = [aligned_empty(cell.span_shape(u, T + 1, B), dt) for _ in range(cell.n_states)]
         ws.update(key=key, dims=(T, B, D), Sn=Sn,
                   S=Sn if B == 1 else [s.transpose(1, 0, 2) for s in Sn],
-                  xp=np.empty((cell.gates * u, T * B) if B > 1 else (T, cell.gates * u), dt))
+                  xp=aligned_empty((cell.gates * u, T * B) if B > 1 else (T, cell.gates * u), dt))
         if rec_dropout:
-            ws["hd"] = np.empty(cell.span_shape(u, T, B), dt)
+            ws["hd"] = aligned_empty(cell.span_shape(u, T, B), dt)
         return ws
 
     def release(self, cache):
@@ -586,9 +587,11 @@ class Recurrent(Layer):
         for free in self._pool.values():
             for ws in free:
                 for a in list(ws.values()) + ws["Sn"]:
-                    if isinstance(a, np.ndarray) and a.base is None and id(a) not in seen:
-                        seen.add(id(a))
-                        total += a.nbytes
+                    if isinstance(a, np.ndarray):
+                        owner = a if a.base is None else a.base   # (NumPy keeps the owner there)
+                        if id(owner) not in seen:
+                            seen.add(id(owner))
+                            total += owner.nbytes
         return total
 
     # ---- backward ---------------------------------------------------------------------------

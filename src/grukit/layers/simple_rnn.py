@@ -9,6 +9,7 @@
 """
 import numpy as np
 
+from ..utils import aligned_empty
 from .recurrent import Cell, Recurrent
 
 
@@ -20,7 +21,7 @@ class SimpleRNNCell(Cell):
         return {"T": T}
 
     def native_workspace(self, T, B, dt):
-        return {"T": T, "scratch": np.empty((self.units, B), dt)}
+        return {"T": T, "scratch": aligned_empty((self.units, B), dt)}
 
     def forward_native(self, fast, x_in, xp, Sn, ws, keep, gates=True):   # keeps no gates
         T, B, D = ws["dims"]
