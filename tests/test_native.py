@@ -418,6 +418,21 @@ def test_a_stale_cache_gives_back_nothing(rng):
             np.testing.assert_array_equal(got[k], want[k])
 
 
+@pytest.mark.parametrize("make", [lambda: GRU(3), lambda: LSTM(3), lambda: SimpleRNN(3)])
+def test_a_reused_workspace_starts_from_zeros(make, rng):
+    """The workspace keeps its zero initial states from one call to the next (the loops never
+    write step 0): a call with initial states in between must not leave them there."""
+    with path(True):
+        layer = make()
+        x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+        want = layer(x)
+        n = 2 if isinstance(layer, LSTM) else 1
+        init = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(n)]
+        with_init = layer(x, initial_state=init)
+        assert not np.allclose(with_init, want)
+        np.testing.assert_array_equal(layer(x), want)
+
+
 # ---- a batch in two halves on two threads ----------------------------------------------------
 @pytest.fixture
 def halves(monkeypatch):

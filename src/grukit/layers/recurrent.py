@@ -503,8 +503,13 @@ class Recurrent(Layer):
         keep each step's gates, for a backward pass or a trace). x_in is time-major (T, B, D),
         a copy in ws["x"], or (xbm) rows of the caller's x, (B, T, D), read in place."""
         S = ws["S"]
-        for k in range(self.cell.n_states):
-            S[k][0] = 0.0 if init is None else init[k].T
+        if init is not None:
+            for k in range(self.cell.n_states):
+                S[k][0] = init[k].T
+        elif not ws.get("zero_start"):   # (the loops never write step 0: zeros stay zeros)
+            for k in range(self.cell.n_states):
+                S[k][0] = 0.0
+        ws["zero_start"] = init is None
         ws["xbm"] = xbm
         if drec is not None:
             ws["rmask"] = np.ascontiguousarray(drec.T)
