@@ -56,6 +56,8 @@ shapes runs in it again.
 ``keep`` is the mask as (T, B) bool or None; ``dy_tm`` (T, u, B) or None. The NumPy loop stays
 the reference: tests run both paths on every option and compare them.
 """
+import itertools
+
 import numpy as np
 
 from .. import _native, activations, initializers
@@ -289,6 +291,7 @@ class Recurrent(Layer):
         self.unroll = bool(unroll)   # accepted for Keras compatibility; the loop is the same
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self._pool = {}   # shapes -> free workspaces of released caches (compiled path)
+        self._tags = itertools.count(1)   # numbers the parts that hold a workspace
 
     def _make_cell(self, activation, recurrent_activation, use_bias):
         raise NotImplementedError
@@ -511,12 +514,11 @@ class Recurrent(Layer):
                 S[k][0] = 0.0
         ws["zero_start"] = init is None
         ws["xbm"] = xbm
-        if drec is not None:
-            ws["rmask"] = np.ascontiguousarray(drec.T)
+        if drec is not None:   # (a copy: the workspace outlives the caller's mask)
+            np.copyto(Cell.buffer(ws, "rmask", drec.T.shape, drec.dtype), drec.T)
         self.cell.forward_native(fast, x_in, ws["xp"], ws["Sn"], ws, keep, gates)
-        self._tag += 1
-        ws["owner"] = self._tag   # the part that holds it (release() checks)
-        return {"x": x_in, "keep": keep, "S": S, "ws": ws, "tag": self._tag}
+        ws["owner"] = tag = next(self._tags)   # the part that holds it (release() checks)
+        return {"x": x_in, "keep": keep, "S": S, "ws": ws, "tag": tag}
 
     def _outputs(self, S, m_tm):
         if self.return_sequences:
@@ -535,7 +537,6 @@ class Recurrent(Layer):
     #: register's worth, where it packs x_t's rows for its tiles; fewer take one product per step
     #: there, which the tests reach by setting this lower)
     _borrow_rows = None
-    _tag = 0   # the last part handed a workspace (a count per layer)
 
     def _workspace(self, T, B, D, dt, rec_dropout):
         """The buffers of one part of the batch, in a dict: a workspace that a released cache gave
@@ -544,16 +545,20 @@ class Recurrent(Layer):
         the layer may ask at once: list.pop is atomic, the test before it is not. A workspace
         holds the states ``Sn`` (and ``S``, their (T+1, u, B) views), the projection ``xp``, the
         cell's own buffers (:meth:`Cell.native_workspace`), those its backward pass adds
-        (:meth:`Cell.buffer`) and, with recurrent dropout, ``hd``; per call, ``xbm``,
-        ``rmask``, ``d`` and ``carried``. Every buffer starts on a cache line (utils.ALIGN):
+        (:meth:`Cell.buffer`) and, with recurrent dropout, ``hd`` and ``rmask`` (the mask,
+        copied in per call); per call, ``xbm``, ``d`` and ``carried``. Every buffer starts on a cache line (utils.ALIGN):
         the loops move whole vectors of a step's rows, and one across two lines costs two."""
         key = (T, B, D, dt, rec_dropout)
         free = self._pool.get(key)
         if free:
             try:
-                return free.pop()
+                ws = free.pop()
             except IndexError:
                 pass
+            else:
+                if not free:   # release() puts the key back last: the oldest goes first
+                    self._pool.pop(key, None)
+                return ws
         cell, u = self.cell, self.units
         ws = cell.native_workspace(T, B, dt)
         Sn = [aligned_empty(cell.span_shape(u, T + 1, B), dt) for _ in range(cell.n_states)]
