@@ -667,7 +667,8 @@ class Recurrent(Layer):
 
     def _backward_native(self, fast, parts, dS, dy_tm, input_grad, out=None):
         """The compiled backward of each part of the batch (two at once when it was split);
-        returns dL/dx (T, B, D) or None, the weight gradients, dL/d(initial states) (u, B)."""
+        returns dL/dx (T, B, D) or None, the weight gradients (in the arrays of ``out``, by
+        name, where given), dL/d(initial states) (u, B)."""
         cell = self.cell
         if len(parts) == 1:
             p = parts[0]
@@ -675,7 +676,7 @@ class Recurrent(Layer):
             return dx, cell.backward_native(fast, p["x"], p["ws"], dS, dy_tm, p["keep"], dx,
                                             out), dS
 
-        def run(p):
+        def run(p, out_p):
             b0, b1 = p["b"]
             x = p["x"]
 
@@ -683,12 +684,15 @@ class Recurrent(Layer):
                 return None if a is None else np.ascontiguousarray(a[..., b0:b1])
             dS_p = [cut(d) for d in dS]
             dx = np.empty(p["ws"]["dims"], x.dtype) if input_grad else None
-            grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx)
+            grads = cell.backward_native(fast, x, p["ws"], dS_p, cut(dy_tm), p["keep"], dx,
+                                         out_p)
             return dx, grads, dS_p
+        # the first half writes into out's arrays (or new ones), the second into new ones, added
+        # in place after
         (dx0, grads, dS0), (dx1, grads1, dS1) = _native.run_parts(
-            [lambda p=p: run(p) for p in parts])
+            [lambda: run(parts[0], out), lambda: run(parts[1], None)])
         for k in grads:
-            grads[k] = grads[k] + grads1[k]
+            np.add(grads[k], grads1[k], out=grads[k])
         dx = None if dx0 is None else np.concatenate([dx0, dx1], axis=1)
         return dx, grads, [np.concatenate([a, b], axis=1) for a, b in zip(dS0, dS1)]
 
