@@ -599,12 +599,7 @@ static void SFX(copy_rows)(const REAL *src, int64_t ld_src, REAL *dst, int64_t l
         memcpy(dst, src, (size_t)(rows * B) * sizeof(REAL));
         return;
     }
-    if (B < SFX_VLEN) {   /* short rows: moves in line, no calls */
-        int64_t b;
-        for (j = 0; j < rows; j++)
-            for (b = 0; b < B; b++) dst[j * ld_dst + b] = src[j * ld_src + b];
-        return;
-    }
+
     if (B % SFX_VLEN == 0 && B <= 4 * SFX_VLEN) {   /* short rows: vector moves, no calls */
         int64_t v;
         for (j = 0; j < rows; j++)
