@@ -138,15 +138,15 @@ static void SFX(small_nt)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_
  * blocks in registers where the build has them (float32 on AVX-512), the edges one value at a
  * time */
 static inline __attribute__((always_inline)) void
-SFX(transpose)(const REAL *src, int64_t lds, REAL *dst, int64_t ldd, int64_t rows,
-                           int64_t cols)
+SFX(transpose)(const REAL *src, int64_t lds, REAL *dst, int64_t ldd, int64_t rows, int64_t cols)
 {
     int64_t r, c, rb = 0, cb = 0;
 #if VMATH
     rb = rows - rows % 16;
     cb = cols - cols % 16;
     for (r = 0; r < rb; r += 16)
-        for (c = 0; c < cb; c += 16) transpose16_f32(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+        for (c = 0; c < cb; c += 16)
+            transpose16_f32(src + r * lds + c, lds, dst + c * ldd + r, ldd);
 #endif
     for (r = 0; r < rows; r++)
         for (c = r < rb ? cb : 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];

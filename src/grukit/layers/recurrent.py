@@ -546,8 +546,9 @@ class Recurrent(Layer):
         holds the states ``Sn`` (and ``S``, their (T+1, u, B) views), the projection ``xp``, the
         cell's own buffers (:meth:`Cell.native_workspace`), those its backward pass adds
         (:meth:`Cell.buffer`) and, with recurrent dropout, ``hd`` and ``rmask`` (the mask,
-        copied in per call); per call, ``xbm``, ``d`` and ``carried``. Every buffer starts on a cache line (utils.ALIGN):
-        the loops move whole vectors of a step's rows, and one across two lines costs two."""
+        copied in per call); per call, ``xbm``, ``d`` and ``carried``. Every buffer starts on a
+        cache line (utils.ALIGN): the loops move whole vectors of a step's rows, and one across
+        two lines costs two."""
         key = (T, B, D, dt, rec_dropout)
         free = self._pool.get(key)
         if free:
