@@ -97,6 +97,29 @@ def assert_same(a, b, tol):
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol * max(1.0, float(np.abs(v).max())))
 
 
+def sized(cell, u):
+    """The constructor of CELLS[cell] with u units."""
+    return {"gru": lambda **kw: GRU(u, **kw),
+            "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
+            "lstm": lambda **kw: LSTM(u, **kw),
+            "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
+
+
+def agree_with_mask_then_states(cell, u, x, rng, tol):
+    """Both paths on x with sequences, states and a mask (sequence 1 stops after step 2); then
+    with initial states and both dropout masks."""
+    B, T, D = x.shape
+    make = sized(cell, u)
+    mask = np.ones((B, T), bool)
+    mask[1, 2:] = False
+    assert_same(*run_both(make, x, rng, mask=mask, return_sequences=True, return_state=True), tol)
+    init = [rng.standard_normal((B, u)).astype(x.dtype)
+            for _ in range(2 if cell == "lstm" else 1)]
+    drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
+    assert_same(*run_both(make, x, rng, initial_state=init, dropout_masks=drop,
+                          return_sequences=True, return_state=True), tol)
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 @pytest.mark.parametrize("batch", [1, 3, 11])   # 1 and 3: the written-out products; 11: BLAS
@@ -772,23 +795,8 @@ def test_paths_agree_through_the_small_products(cell, batch, dtype, rng, monkeyp
     old = config.floatx()
     config.set_floatx(dtype)
     try:
-        B, T, D, u = batch, 4, 3, 37
-        x = rng.standard_normal((B, T, D)).astype(dtype)
-        mask = np.ones((B, T), bool)
-        mask[1, 2:] = False
-        make = {"gru": lambda **kw: GRU(u, **kw),
-                "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
-                "lstm": lambda **kw: LSTM(u, **kw),
-                "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
-        tol = 1e-11 if dtype == "float64" else 2e-5
-        a, b = run_both(make, x, rng, mask=mask, return_sequences=True, return_state=True)
-        assert_same(a, b, tol)
-        init = [rng.standard_normal((B, u)).astype(dtype)
-                for _ in range(2 if cell == "lstm" else 1)]
-        drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
-        a, b = run_both(make, x, rng, initial_state=init, dropout_masks=drop,
-                        return_sequences=True, return_state=True)
-        assert_same(a, b, tol)
+        x = rng.standard_normal((batch, 4, 3)).astype(dtype)
+        agree_with_mask_then_states(cell, 37, x, rng, 1e-11 if dtype == "float64" else 2e-5)
     finally:
         config.set_floatx(old)
 
@@ -800,22 +808,8 @@ def test_paths_agree_through_the_tiled_products(cell, batch, float64, rng):
     with x_t W inside the step loop: 70 units give gate rows in several 16-row panels plus a
     partial one, backward products over more than 256 gate rows come in two K blocks, and 19 or
     40 columns leave a tail for gemm(); with masks, then with initial states and dropout."""
-    B, T, D = batch, 3, 5
-    u = 300 if cell == "rnn" else 70
-    x = rng.standard_normal((B, T, D))
-    mask = np.ones((B, T), bool)
-    mask[1, 2:] = False
-    make = {"gru": lambda **kw: GRU(u, **kw),
-            "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
-            "lstm": lambda **kw: LSTM(u, **kw),
-            "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
-    a, b = run_both(make, x, rng, mask=mask, return_sequences=True, return_state=True)
-    assert_same(a, b, 1e-11)
-    init = [rng.standard_normal((B, u)) for _ in range(2 if cell == "lstm" else 1)]
-    drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
-    a, b = run_both(make, x, rng, initial_state=init, dropout_masks=drop, return_sequences=True,
-                    return_state=True)
-    assert_same(a, b, 1e-11)
+    x = rng.standard_normal((batch, 3, 5))
+    agree_with_mask_then_states(cell, 300 if cell == "rnn" else 70, x, rng, 1e-11)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -840,10 +834,7 @@ def test_weight_gradients_through_wgrad(cell, units, dtype, rng, monkeypatch):
         mask = np.ones((B, T), bool)
         mask[3, T - 5:] = False
         drop = ((rng.random((B, D)) > 0.3) / 0.7, (rng.random((B, u)) > 0.4) / 0.6)
-        make = {"gru": lambda **kw: GRU(u, **kw),
-                "gru_reset_before": lambda **kw: GRU(u, reset_after=False, **kw),
-                "lstm": lambda **kw: LSTM(u, **kw),
-                "rnn": lambda **kw: SimpleRNN(u, **kw)}[cell]
+        make = sized(cell, u)
         for kw in ({}, {"mask": mask, "dropout_masks": drop}):
             a, b = run_both(make, x, rng, return_sequences=True, **kw)
             # 30 steps with weights of this size amplify rounding differences (to 2e-11 in
